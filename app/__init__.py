@@ -1,0 +1,1 @@
+"""The bbc1k inference server (see app/server.py)."""

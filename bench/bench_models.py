@@ -1,0 +1,159 @@
+"""Models for the serving benchmark, made once and cached (``runs/bench-serve/``):
+
+- a resnet34 classifier at 256 px trained from scratch (``pretrained=False``)
+  on the real photos: with plain PyTorch on a GPU machine by bench/train_gpu.py
+  when its weights are in runs/bench-serve/gpu/, else briefly with fastai on
+  the CPUs; wrapped in a fastai Learner and exported both as the 2020 design's
+  ``.pkl`` (``learn.export``) and as ``.onnx`` (``bbc1k.export``), plus its int8
+  quantised copy;
+- an untrained resnet34 classify+detect model and a resnet34 U-Net segmenter at
+  256 px, only to measure memory with three realistic models loaded.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PHOTOS = Path("/work/shared/data/bbc-photos")
+CACHE = REPO / "runs" / "bench-serve"
+SIZE = 256
+SEED = 42
+
+
+def _dls(photos: Path, bs: int = 16):
+    from fastai.vision.all import (CategoryBlock, DataBlock, ImageBlock, Normalize, RandomSplitter, Resize,
+                                   get_image_files, imagenet_stats, parent_label)
+
+    block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files,
+                      splitter=RandomSplitter(0.2, seed=SEED), get_y=parent_label,
+                      item_tfms=Resize(SIZE, method="squish"),
+                      batch_tfms=Normalize.from_stats(*imagenet_stats))
+    return block.dataloaders(photos, bs=bs, num_workers=0)
+
+
+GPU_WEIGHTS = CACHE / "gpu"
+"""Weights from bench/train_gpu.py (plain PyTorch on a GPU machine), when present."""
+
+
+def _train_fastai(dls, epochs: int):
+    """Train with fastai on this machine's CPUs (slow: about 13 min an epoch on 2 busy cores)."""
+    from fastai.vision.all import accuracy, resnet34, vision_learner
+
+    learn = vision_learner(dls, resnet34, pretrained=False, metrics=accuracy)
+    learn.fit_one_cycle(epochs, 2e-3)
+    return learn, {"trained_with": f"fastai vision_learner, {epochs} epochs on CPU",
+                   "valid_accuracy": float(learn.validate()[1])}
+
+
+def _learner_from_gpu_weights(dls):
+    """A fastai Learner around the torchvision resnet34 that train_gpu.py trained."""
+    import io
+
+    import torch
+    import torchvision
+    from fastai.vision.all import CrossEntropyLossFlat, Learner, accuracy
+
+    info = json.loads((GPU_WEIGHTS / "train.json").read_text())
+    if info["classes"] != [str(v) for v in dls.vocab]:
+        raise RuntimeError(f"class order differs: {info['classes']} vs {list(dls.vocab)}")
+    data = b"".join(p.read_bytes() for p in sorted(GPU_WEIGHTS.glob("resnet34.pt.*")))
+    state = torch.load(io.BytesIO(data), map_location="cpu")
+    model = torchvision.models.resnet34(weights=None, num_classes=len(info["classes"]))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    learn = Learner(dls, model.eval(), loss_func=CrossEntropyLossFlat(), metrics=accuracy)
+    return learn, {"trained_with": f"plain PyTorch on {info['device']} ({info['torch']}), {info['epochs']} epochs "
+                                   f"in {info['seconds']} s, wrapped in a fastai Learner",
+                   "valid_accuracy": info["valid_accuracy"]}
+
+
+def classifier(photos: Path = PHOTOS, epochs: int = 2, threads: int = 2) -> dict:
+    """The benchmark classifier (trained once, cached): ``.pkl`` (fastai
+    ``learn.export``) and ``.onnx`` (``bbc1k.export``), with facts about it."""
+    facts_path = CACHE / "classifier.json"
+    if facts_path.exists():
+        return json.loads(facts_path.read_text())
+    import torch
+
+    from bbc1k.export import export_onnx
+    from bbc1k.modelmeta import ModelMeta, OutputSpec
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(SEED)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    dls = _dls(photos)
+    if (GPU_WEIGHTS / "train.json").exists():
+        learn, how = _learner_from_gpu_weights(dls)
+    else:
+        learn, how = _train_fastai(dls, epochs)
+    pkl = CACHE / "bbc-resnet34.pkl"
+    learn.export(pkl)
+    vocab = [str(v) for v in dls.vocab]
+    meta = ModelMeta(task="classify", name="bbc-resnet34", classes=vocab, input_size=[SIZE, SIZE],
+                     resize="squish", outputs=[OutputSpec("logits", "class_logits", ["N", len(vocab)])],
+                     extra={"architecture": "resnet34", "pretrained": False, **how})
+    onnx_path = export_onnx(learn.model.eval(), meta, CACHE / "bbc-resnet34.onnx", torch.randn(2, 3, SIZE, SIZE))
+    facts = {"pkl": str(pkl), "onnx": str(onnx_path), "classes": vocab,
+             "valid_items": [str(p) for p in dls.valid.items], **how}
+    facts_path.write_text(json.dumps(facts, indent=1))
+    return facts
+
+
+def quantized(onnx_path: str) -> str:
+    """The int8 copy of an export (app/quantize.py), made once next to it."""
+    from app.quantize import quantize
+    from bbc1k.modelmeta import read_onnx_meta
+
+    out = Path(onnx_path).with_suffix(".int8.onnx")
+    if not out.exists():
+        quantize(Path(onnx_path), out, read_onnx_meta(onnx_path), images=8)
+    return str(out)
+
+
+def detector_and_segmenter() -> dict[str, str]:
+    """Untrained but full-size resnet34 classify+detect and U-Net segmenter exports."""
+    det_path, seg_path = CACHE / "bbc-multitask.onnx", CACHE / "bbc-segmenter.onnx"
+    if det_path.exists() and seg_path.exists():
+        return {"detector": str(det_path), "segmenter": str(seg_path)}
+    import torch
+    from fastai.vision.all import create_body, create_head, resnet34
+    from fastai.vision.models.unet import DynamicUnet
+    from torch import nn
+
+    from bbc1k.export import export_onnx
+    from bbc1k.layout import MASK_CLASSES, OBJECT_CLASSES
+    from bbc1k.modelmeta import ModelMeta, OutputSpec
+
+    torch.manual_seed(SEED)
+
+    class Multitask(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = create_body(resnet34(), pretrained=False)
+            self.cls = create_head(512, len(OBJECT_CLASSES))
+            self.box = nn.Sequential(create_head(512, 4), nn.Tanh())
+
+        def forward(self, x):
+            f = self.body(x)
+            return self.cls(f), self.box(f)
+
+    sample = torch.randn(2, 3, SIZE, SIZE)
+    export_onnx(Multitask(), ModelMeta(
+        task="classify+detect", name="bbc-multitask", classes=list(OBJECT_CLASSES), input_size=[SIZE, SIZE],
+        outputs=[OutputSpec("logits", "class_logits", ["N", 3]),
+                 OutputSpec("box", "box", ["N", 4], box_format="xyxy", box_range=[-1, 1])]), det_path, sample)
+    unet = DynamicUnet(create_body(resnet34(), pretrained=False), len(MASK_CLASSES), (SIZE, SIZE))
+    export_onnx(unet, ModelMeta(
+        task="segment", name="bbc-segmenter", classes=list(MASK_CLASSES), input_size=[SIZE, SIZE],
+        outputs=[OutputSpec("mask", "mask_logits", ["N", 4, SIZE, SIZE])]), seg_path, sample, atol=1e-3)
+    return {"detector": str(det_path), "segmenter": str(seg_path)}
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.path.insert(0, str(REPO))
+    print(json.dumps(classifier(), indent=1)[:600])
+    print(quantized(classifier()["onnx"]))
+    print(detector_and_segmenter())
