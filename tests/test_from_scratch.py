@@ -1,0 +1,132 @@
+"""scripts/train_from_scratch.py: trains from random weights on a folder of
+class subfolders and writes a servable ONNX model (tiny synthetic data, CPU)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+
+import train_from_scratch as fs  # noqa: E402
+
+PER_CLASS = 4
+RENDER_SIZE = (64, 48)  # (width, height) of the synthetic pictures
+
+
+@pytest.fixture(scope="module")
+def class_folders(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ball/, brick/, cylinder/ with PER_CLASS synthetic pictures each."""
+    from bbc1k.synth import render_sample
+
+    root = tmp_path_factory.mktemp("scratch") / "photos"
+    counts: dict[str, int] = {}
+    index = 0
+    while min(counts.values(), default=0) < PER_CLASS or len(counts) < 3:
+        image, _, label = render_sample(seed=0, index=index, size=RENDER_SIZE)
+        index += 1
+        if counts.get(label, 0) >= PER_CLASS:
+            continue
+        (root / label).mkdir(parents=True, exist_ok=True)
+        image.save(root / label / f"{label}_{counts.get(label, 0)}.jpg")
+        counts[label] = counts.get(label, 0) + 1
+    return root
+
+
+def test_trains_and_exports_a_servable_onnx(class_folders: Path, tmp_path: Path, capsys) -> None:
+    import onnxruntime as ort
+
+    from bbc1k.modelmeta import read_onnx_meta
+
+    code = fs.main([str(class_folders), "--out", str(tmp_path), "--name", "tiny", "--epochs", "1",
+                    "--size", "24", "32", "--width", "4", "--batch-size", "4", "--quiet",
+                    "--holdout", str(class_folders)])
+    assert code == 0
+    path = tmp_path / "tiny.onnx"
+    assert path.is_file()
+
+    meta = read_onnx_meta(str(path))
+    assert meta.task == "classify"
+    assert meta.classes == ["ball", "brick", "cylinder"]  # the sorted subfolder names
+    assert meta.input_size == [24, 32]
+    assert meta.resize == "squish"
+    assert meta.extra["pretrained"] is False and meta.extra["epochs_run"] == 1
+    assert meta.output("class_logits").shape == ["N", 3]
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((5, 3, 24, 32), dtype=np.float32)
+    (logits,) = sess.run(None, {meta.input_name: x})
+    assert logits.shape == (5, 3)
+    assert np.isfinite(logits).all()
+
+    out = capsys.readouterr().out
+    assert "validation accuracy" in out
+    assert "holdout accuracy" in out and f"on {3 * PER_CLASS} images" in out
+
+
+def test_split_is_stratified_and_fixed() -> None:
+    labels = np.array([0] * 10 + [1] * 5 + [2] * 2)
+    train, valid = fs.stratified_split(labels, 0.2, seed=3)
+    assert sorted(np.concatenate([train, valid]).tolist()) == list(range(len(labels)))
+    assert np.bincount(labels[valid]).tolist() == [2, 1, 1]  # each class keeps its share, at least one
+    again_train, again_valid = fs.stratified_split(labels, 0.2, seed=3)
+    assert (valid == again_valid).all() and (train == again_train).all()
+
+
+def test_augment_keeps_shape_and_range() -> None:
+    import torch
+
+    x = torch.rand(6, 3, 30, 40)
+    y = fs.Augment()(x, (24, 32))
+    assert y.shape == (6, 3, 24, 32)
+    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+
+
+def test_a_folder_without_class_subfolders_is_refused(class_folders: Path, tmp_path: Path, capsys) -> None:
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    for i, picture in enumerate(sorted((class_folders / "ball").iterdir())):
+        (loose / f"{i}.jpg").write_bytes(picture.read_bytes())
+
+    assert fs.main([str(loose), "--out", str(tmp_path / "models"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "one subfolder of images per class" in err and "4 loose image(s)" in err
+    assert not (tmp_path / "models").exists()  # nothing written
+
+    with pytest.raises(fs.DatasetError, match="no such folder"):
+        fs.find_images(tmp_path / "missing")
+
+
+def test_time_budget_ends_training_early_after_synthetic_pretraining(class_folders: Path) -> None:
+    recipe = fs.Recipe(size=(24, 32), width=4, batch_size=4, epochs=50, time_budget=1e-3,
+                       synthetic=6, synthetic_epochs=1)
+    result = fs.train(class_folders, recipe, progress=False)
+    assert result.epochs_run == 1  # the budget was spent after the first epoch
+    assert result.classes == ["ball", "brick", "cylinder"]
+    assert 0.0 <= result.valid_acc <= 1.0
+    assert result.pretrain_seconds > 0
+
+
+def test_synthetic_pretraining_refuses_classes_it_cannot_draw(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for name in ("cat", "dog"):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            Image.new("RGB", (40, 30), (i * 90, 40, 40)).save(tmp_path / name / f"{i}.png")
+    with pytest.raises(fs.DatasetError, match="synthetic pretraining draws only"):
+        fs.train(tmp_path, fs.Recipe(size=(24, 32), width=4, batch_size=2, epochs=1, synthetic=4), progress=False)
+
+
+def test_a_broken_image_is_named(class_folders: Path, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(class_folders, data)
+    (data / "brick" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    assert fs.main([str(data), "--out", str(tmp_path / "models"), "--epochs", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "broken.jpg" in err
+    assert not (tmp_path / "models").exists()
