@@ -101,7 +101,7 @@ def plain(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     return np.clip(img, 0, 1)
 
 
-SURFACES = {"wood": (wood, 0.42), "dark wood": (lambda r, w, h: wood(r, w, h, dark=True), 0.1),
+SURFACES = {"wood": (wood, 0.55), "dark wood": (lambda r, w, h: wood(r, w, h, dark=True), 0.1),
             "carpet": (carpet, 0.16), "rug": (rug, 0.1), "plain": (plain, 0.22)}
 
 

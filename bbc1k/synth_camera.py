@@ -47,10 +47,11 @@ def develop(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
 def sensor(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     """Lens softness and sensor noise (luma plus a little chroma): the final 8-bit picture."""
     radius = float(rng.choice([rng.uniform(0.0, 0.8), rng.uniform(0.8, 2.0)], p=[0.75, 0.25]))
+    h, w = img.shape[:2]
+    radius *= w / 512  # the same softness whatever the picture's resolution
     pic = Image.fromarray(to_uint8(img), "RGB")
     if radius > 0.05:
         pic = pic.filter(ImageFilter.GaussianBlur(radius))
-    h, w = img.shape[:2]
     # Uniform integer noise: far cheaper than Gaussian and alike after JPEG.
     luma = int(rng.integers(1, 8))
     chroma = int(rng.integers(0, 3))

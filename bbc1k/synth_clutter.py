@@ -254,7 +254,7 @@ def shapes(layer: Layer, rng: np.random.Generator, cx: float, cy: float, scale: 
                    max(2, r * 0.15))
 
 
-ITEMS = {"flat": (flat, 4.0), "pen_pot": (pen_pot, 1.0), "mug": (mug, 0.8), "tape": (tape, 0.8),
+ITEMS = {"flat": (flat, 2.5), "pen_pot": (pen_pot, 1.0), "mug": (mug, 0.8), "tape": (tape, 0.8),
          "scissors": (scissors, 0.7), "lamp": (lamp, 0.5), "plant": (plant, 0.8), "cable": (cable, 1.0),
          "shapes": (shapes, 2.0)}
 

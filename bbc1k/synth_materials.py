@@ -69,12 +69,16 @@ def _jitter(rng: np.random.Generator, rgb: tuple[float, float, float], spread: f
 
 
 # Base colours read off the photos (under their mostly warm indoor light).
+# The clay bricks are a pale salmon red, not the dark red of a wall brick. Some
+# papier-mache is greyish or pinkish and some concrete tan, so that colour alone
+# does not tell the classes apart: the shape must.
 BRICK_COLOURS = {
-    "red clay": ((150, 72, 62), 0.45),
-    "grey concrete": ((160, 158, 155), 0.30),
-    "tan concrete": ((165, 150, 125), 0.25),
+    "red clay": ((196, 114, 102), 0.45),
+    "grey concrete": ((152, 148, 140), 0.30),
+    "tan concrete": ((178, 162, 134), 0.25),
 }
-PAPER_COLOURS = {"tan papier-mache": ((205, 185, 150), 0.85), "white foam": ((228, 226, 218), 0.15)}
+PAPER_COLOURS = {"tan papier-mache": ((214, 193, 158), 0.82), "white foam": ((230, 226, 216), 0.08),
+                 "grey card": ((160, 156, 148), 0.05), "pink card": ((200, 140, 125), 0.05)}
 
 
 def _pick(rng: np.random.Generator, table: dict) -> tuple[str, tuple[int, int, int]]:

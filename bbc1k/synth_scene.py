@@ -16,8 +16,8 @@ from bbc1k.synth_noise import blur_map, blur_rgb
 from bbc1k.synth_objects import Camera, Light, Shape, render_object, render_shadow, screen_box
 
 # Apparent size (fraction of the picture width) of the object's main dimension, read
-# off the photos: small balls, mid cylinders, large bricks.
-SIZE_RANGE = {"ball": (0.07, 0.24), "cylinder": (0.1, 0.32), "brick": (0.18, 0.6)}
+# off the photos: smaller balls, mid cylinders, larger bricks, with overlap.
+SIZE_RANGE = {"ball": (0.1, 0.3), "cylinder": (0.13, 0.38), "brick": (0.2, 0.55)}
 MIN_VISIBLE = 0.55  # an occluder may hide at most this much less than all of the object
 
 
@@ -95,7 +95,7 @@ def render_scene(rng: np.random.Generator, label: str, size: tuple[int, int]) ->
     light_az = rng.uniform(0, 2 * np.pi)
     light_dir = np.array([np.cos(light_el) * np.sin(light_az), np.cos(light_el) * np.cos(light_az), np.sin(light_el)])
     # Mostly diffuse room light: the photos show soft, low-contrast shading.
-    light = Light(light_dir, ambient=rng.uniform(0.45, 0.7), diffuse=rng.uniform(0.3, 0.6))
+    light = Light(light_dir, ambient=rng.uniform(0.55, 0.8), diffuse=rng.uniform(0.25, 0.5))
 
     shape, world = make_shape(rng, label)
     cam = place_camera(rng, shape, label, size, elevation, world)
@@ -112,7 +112,7 @@ def render_scene(rng: np.random.Generator, label: str, size: tuple[int, int]) ->
         img = _cast_shadows(rng, img, layer, offset, rng.uniform(0.15, 0.4))
         img, _ = _over(img, layer)
     if rng.random() < 0.3:  # shallow depth of field: the background is softer than the object
-        img = blur_rgb(img, float(rng.uniform(0.8, 2.5)))
+        img = blur_rgb(img, float(rng.uniform(0.8, 2.5)) * w / 512)  # blur radii are for 512-wide pictures
 
     dark, (sx0, sy0, sx1, sy1) = render_shadow(shape, cam, light, size, softness=rng.uniform(0.04, 0.25))
     if dark.size:
