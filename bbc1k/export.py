@@ -84,3 +84,188 @@ def check_onnx_matches(model: Any, onnx_path: str | os.PathLike, sample: Any,
             raise ExportMismatch(f"output {name!r}: ONNX Runtime differs from PyTorch by up to {diff:.3g} "
                                  f"(rtol={rtol}, atol={atol}); the model was not written")
     return worst
+
+
+BOX_OUTPUTS = 4
+"""A detector's (or multitask model's) first four outputs are its box."""
+
+
+def export_learner(learn: Any, name: str, out_dir: str | os.PathLike, task: str, *,
+                   classes: list[str] | None = None, extra: dict[str, Any] | None = None,
+                   resize: str | None = None, n_sample: int = 4) -> dict[str, Path]:
+    """Write ``<name>.pkl`` (``learn.export``) and ``<name>.onnx`` (with its
+    bbc1k description, checked against PyTorch on a validation batch) into
+    ``out_dir``; return ``{"pkl": path, "onnx": path}``.
+
+    ``task`` says what the network's output means:
+
+    - ``classify``: ``[N, C]`` logits over ``classes`` (default ``dls.vocab``).
+    - ``detect``: ``[N, 4]`` box, x0 y0 x1 y1 in [-1, 1].
+    - ``segment``: ``[N, C, H, W]`` logits over the mask codes (default ``dls.vocab``).
+    - ``classify+detect``: ``[N, 4 + C]`` (box first, then logits) or a
+      ``(box, logits)`` pair; the ONNX graph gets two outputs, ``box`` and ``logits``.
+
+    The input size, normalisation and resize method are read from the
+    learner's DataLoaders; ``resize`` overrides the method when no ``Resize``
+    item transform is there to read. ``extra`` is merged into the training
+    facts kept in the description (architecture, last metrics, sizes, date).
+
+    The ``.pkl`` is pickled by fastai with cloudpickle, so heads, losses and
+    metrics defined in a notebook travel with it and ``load_learner`` works in
+    a fresh Python that has fastai (and bbc1k) installed.
+    """
+    import torch
+
+    from bbc1k.modelmeta import ModelMeta
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dls = learn.dls
+    facts = {**training_facts(learn), **(extra or {})}  # validates: while the model is where it trains
+    sample = dls.valid.one_batch()[0][:n_sample]
+    sample = sample.as_subclass(torch.Tensor).detach().cpu().float()
+    size = [int(sample.shape[-2]), int(sample.shape[-1])]
+    mean, std = _normalization(dls)
+    network = learn.model
+    device = next(network.parameters()).device
+    was_training = network.training
+    try:
+        model = _serving_model(network, task)
+        classes = list(classes) if classes is not None else _default_classes(dls, task)
+        outputs = _output_specs(model, sample, task, classes)
+        meta = ModelMeta(task=task, name=name, classes=classes, input_size=size, outputs=outputs,
+                         mean=mean, std=std, resize=resize or _resize_method(dls),
+                         extra=facts)
+        onnx_path = export_onnx(model, meta, out / f"{name}.onnx", sample)
+    finally:
+        # export_onnx moves the network to the CPU in eval mode; give the learner back as it was.
+        network.to(device).train(was_training)
+    pkl_path = out / f"{name}.pkl"
+    learn.export(pkl_path.resolve())
+    return {"pkl": pkl_path, "onnx": onnx_path}
+
+
+def _serving_model(network: Any, task: str) -> Any:
+    if task != "classify+detect":
+        return network
+    import torch
+
+    class SplitBoxLogits(torch.nn.Module):
+        """One graph, two named outputs: the box and the class logits."""
+
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor):
+            y = self.net(x)
+            if isinstance(y, (tuple, list)):
+                return y[0], y[1]
+            return y[:, :BOX_OUTPUTS], y[:, BOX_OUTPUTS:]
+
+    return SplitBoxLogits(network)
+
+
+def _vocab(dls: Any) -> list | None:
+    """The DataLoaders' class names: ``dls.vocab``, or a MaskBlock's codes."""
+    for get in (lambda: dls.vocab, lambda: dls.valid.after_item.vocab):
+        try:
+            vocab = get()
+        except AttributeError:
+            continue
+        if vocab is not None:
+            return list(vocab)
+    return None
+
+
+def _default_classes(dls: Any, task: str) -> list[str]:
+    from bbc1k.layout import OBJECT_CLASSES
+
+    vocab = _vocab(dls)
+    if vocab and all(isinstance(v, str) for v in vocab):
+        # fastai's box labels reserve index 0 ('#na#') for padding; it is no class.
+        return [v for v in vocab if v != "#na#"] if task in ("detect", "classify+detect") else vocab
+    if task in ("detect", "classify+detect"):
+        return list(OBJECT_CLASSES)
+    raise ValueError(f"task {task!r}: cannot tell the class names from the DataLoaders' vocab "
+                     f"({vocab!r}); pass classes=[...]")
+
+
+def _output_specs(model: Any, sample: Any, task: str, classes: list[str]) -> list:
+    """The outputs' descriptions, after checking the network gives what ``task`` promises."""
+    import torch
+
+    from bbc1k.modelmeta import TASKS, OutputSpec
+
+    box = OutputSpec("box", "box", ["N", BOX_OUTPUTS], box_format="xyxy", box_range=[-1.0, 1.0])
+    c = len(classes)
+    with torch.no_grad():
+        y = model.eval().cpu().float()(sample)
+    shapes = [tuple(t.shape[1:]) for t in (y if isinstance(y, (tuple, list)) else (y,))]
+    h, w = sample.shape[-2:]
+    if task == "classify":
+        want, specs = [(c,)], [OutputSpec("logits", "class_logits", ["N", c])]
+    elif task == "detect":
+        want, specs = [(BOX_OUTPUTS,)], [box]
+    elif task == "segment":
+        want, specs = [(c, h, w)], [OutputSpec("mask", "mask_logits", ["N", c, h, w])]
+    elif task == "classify+detect":
+        want, specs = [(BOX_OUTPUTS,), (c,)], [box, OutputSpec("logits", "class_logits", ["N", c])]
+    else:
+        raise ValueError(f"export_learner exports {TASKS[:4]}, not {task!r}")
+    if shapes != want:
+        raise ValueError(f"task {task!r} with {c} classes expects output shape(s) {want} per image, "
+                         f"but the network gives {shapes}")
+    return specs
+
+
+def _normalization(dls: Any) -> tuple[list[float], list[float]]:
+    from fastai.data.transforms import Normalize
+
+    norms = [t for t in dls.after_batch.fs if isinstance(t, Normalize)]
+    if not norms:
+        return [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
+    n = norms[-1]
+    return ([float(v) for v in n.mean.detach().cpu().flatten()],
+            [float(v) for v in n.std.detach().cpu().flatten()])
+
+
+def _resize_method(dls: Any) -> str:
+    """How the validation images are fitted to the input size (fastai item transforms)."""
+    from fastai.vision.augment import PadMode, RandomResizedCrop, Resize, ResizeMethod
+
+    for t in dls.valid.after_item.fs:
+        if isinstance(t, RandomResizedCrop):
+            return "crop"  # validation takes the centre crop
+        if isinstance(t, Resize):
+            if t.method == ResizeMethod.Pad and t.pad_mode != PadMode.Zeros:
+                raise ValueError(f"Resize(method='pad', pad_mode={t.pad_mode!r}) cannot be reproduced by the "
+                                 "server, which pads with black; use pad_mode='zeros' or another method")
+            return str(t.method)
+    raise ValueError("no Resize item transform found in the DataLoaders; pass resize='squish'|'crop'|'pad'")
+
+
+def training_facts(learn: Any) -> dict[str, Any]:
+    """What the description records about how a learner was trained, with its
+    loss and metrics on the validation set, measured now."""
+    from datetime import datetime, timezone
+
+    import fastai
+    import torch
+
+    arch = getattr(learn, "arch", None)
+    facts: dict[str, Any] = {
+        "architecture": getattr(arch, "__name__", None) or type(learn.model).__name__,
+        "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "fastai": fastai.__version__,
+        "torch": torch.__version__,
+        "n_train": len(learn.dls.train_ds),
+        "n_valid": len(learn.dls.valid_ds),
+    }
+    if getattr(learn, "pretrained", None) is not None:
+        facts["pretrained"] = bool(learn.pretrained)
+    # Measured afresh: the recorder's last row is gone after get_preds or an interpretation.
+    values = learn.validate()
+    names = ["valid_loss", *(m.name for m in learn.metrics)]
+    facts["metrics"] = {n: round(float(v), 5) for n, v in zip(names, values) if v is not None}
+    return facts
