@@ -39,6 +39,11 @@ class Settings:
     threads: int | None = None  # ONNX Runtime intra-op threads; None: the CPUs this process may use
     log_level: str = "info"
 
+    @property
+    def optimized_cache(self) -> Path:
+        """Where ONNX Runtime's optimised graphs are kept, so later starts skip optimising."""
+        return self.model_cache / "ort-optimized"
+
 
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)

@@ -132,7 +132,7 @@ def _check_role(role: str, meta: ModelMeta, path: Path) -> None:
 def load_onnx(role: str, path: Path, source: str, settings: Settings) -> ServedModel:
     quantized = False
     try:
-        session = open_session(path, threads=settings.threads)
+        session = open_session(path, threads=settings.threads, cache_dir=settings.optimized_cache)
     except Exception as e:
         raise ModelError(f"{path}: ONNX Runtime cannot load it ({type(e).__name__}: {str(e)[:300]})") from None
     meta = _read_meta(session, path)
@@ -144,7 +144,7 @@ def load_onnx(role: str, path: Path, source: str, settings: Settings) -> ServedM
             qpath = quantized_copy(path, meta, settings.model_cache)
         except QuantizeError as e:
             raise ModelError(str(e)) from None
-        session = open_session(qpath, threads=settings.threads)
+        session = open_session(qpath, threads=settings.threads, cache_dir=settings.optimized_cache)
         path, quantized = qpath, True
     return ServedModel(role, meta, path, source, "onnx", quantized, session)
 

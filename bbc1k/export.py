@@ -50,6 +50,7 @@ def export_onnx(model: Any, meta: ModelMeta, path: str | os.PathLike, sample: An
         onnx.checker.check_model(proto)
         onnx.save(proto, tmp)
         check_onnx_matches(model, tmp, sample, rtol=rtol, atol=atol)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600: a non-root server must be able to read it
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -1,6 +1,7 @@
 """Serving benchmark: the 2020 design against this app, side by side, in one run.
 
     python bench/serve_bench.py [--requests 240] [--clients 8 32]
+    python bench/serve_bench.py --startup [DIR ...] [--repeats 5]   # cold start and memory only
 
 The same resnet34 classifier at 256 px (trained briefly from scratch on the
 real photos, cached in runs/bench-serve/; see bench/bench_models.py) is served
@@ -178,7 +179,14 @@ def main() -> None:
     ap.add_argument("--photos", type=Path, default=bench_models.PHOTOS)
     ap.add_argument("--no-int8", action="store_true", help="skip the int8 server")
     ap.add_argument("--accuracy-limit", type=int, default=None, help="use only the first N held-out photos")
+    ap.add_argument("--startup", nargs="*", metavar="DIR",
+                    help="only measure cold start and RSS: the resnet34 @256 models, plus three models "
+                         "(bbc-classifier, bbc-multitask, bbc-segmenter .onnx) from each DIR")
+    ap.add_argument("--repeats", type=int, default=5, help="server starts per configuration (default 5)")
     a = ap.parse_args()
+    if a.startup is not None:
+        main_startup(a)
+        return
 
     print("models (cached in runs/bench-serve/):", flush=True)
     facts = bench_models.classifier(a.photos)
@@ -234,10 +242,64 @@ def main() -> None:
               f"{v['agree_with_pkl']:.3f}; largest probability difference {v['max_prob_diff_vs_pkl']:.4f}")
 
 
+def startup(configs: dict[str, list[str]], repeats: int, photos: list[bytes], logs: Path) -> None:
+    """Cold start (process start to /readyz 200) and RSS of servers with the
+    given model flags, each started ``repeats`` times on a fresh model cache
+    (so the first start builds the optimised-graph cache and later ones reuse
+    it): the first start's figures, then medians of the later starts."""
+    import tempfile
+
+    print(f"  {'models':<24} {'first start':>11} {'later starts':>12} {'RSS ready':>10} {'after load':>12} "
+          f"{'peak':>6} {'1st req':>8} {'2nd req':>8}  (medians of {repeats - 1} later starts; RSS after 8 more "
+          f"requests from 4 clients)")
+    for name, args in configs.items():
+        rows = []
+        with tempfile.TemporaryDirectory(prefix="bbc1k-cache-") as cache:
+            for _ in range(repeats):
+                server = Server([*args, "--model-cache", cache], logs / f"startup-{name}.log")
+                try:
+                    ready = server.rss_mb()
+                    tasks = "classify,detect,segment" if "--segmenter" in args else "classify"
+                    one = asyncio.run(load(server.url, photos, 1, 1, tasks))  # the first request after ready
+                    two = asyncio.run(load(server.url, photos, 1, 1, tasks))
+                    r = asyncio.run(load(server.url, photos, 4, 8, tasks))
+                    rows.append((server.cold_start_s, ready, server.rss_mb(), server.peak_rss_mb(), one["p50"],
+                                 two["p50"], r["errors"] + one["errors"] + two["errors"]))
+                finally:
+                    server.stop()
+        first, later = rows[0], np.asarray([r[:6] for r in rows[1:]])
+        med = np.median(later, axis=0)
+        print(f"  {name:<24} {first[0]:10.2f}s {med[0]:11.2f}s {med[1]:8.0f}MB {med[2]:10.0f}MB {med[3]:4.0f}MB"
+              f" {med[4]:6.0f}ms {med[5]:6.0f}ms  (later starts {', '.join(f'{v:.2f}' for v in later[:, 0])} s; "
+              f"errors {sum(r[6] for r in rows)})", flush=True)
+
+
 def bench_models_cpus() -> int:
     from bbc1k.inference import cpu_count
 
     return cpu_count()
+
+
+def main_startup(a: argparse.Namespace) -> None:
+    facts = bench_models.classifier(a.photos)
+    int8 = bench_models.quantized(facts["onnx"])
+    three = bench_models.detector_and_segmenter()
+    three8 = [int8, bench_models.quantized(three["detector"]), bench_models.quantized(three["segmenter"])]
+    configs = {"r34@256 classifier f32": ["--classifier", facts["onnx"]],
+               "r34@256 classifier int8": ["--classifier", int8],
+               "r34@256 three f32": ["--classifier", facts["onnx"], "--detector", three["detector"],
+                                     "--segmenter", three["segmenter"]],
+               "r34@256 three int8": ["--classifier", three8[0], "--detector", three8[1], "--segmenter", three8[2]]}
+    for d in map(Path, a.startup):
+        configs[f"{d.name} three f32"] = ["--classifier", str(d / "bbc-classifier.onnx"),
+                                          "--detector", str(d / "bbc-multitask.onnx"),
+                                          "--segmenter", str(d / "bbc-segmenter.onnx")]
+    photos = [p.read_bytes() for p in sorted(a.photos.glob("*/*.jpg"))[::10]]
+    logs = bench_models.CACHE / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    print(f"cold start and memory ({a.repeats} starts each, CPUs {bench_models_cpus()}, "
+          f"load average {os.getloadavg()[0]:.1f}):", flush=True)
+    startup(configs, a.repeats, photos, logs)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from bbc1k.synth import render_sample
 def test_quantized_copy_keeps_description_and_outputs(tiny_models, tmp_path):
     src = tiny_models["classifier"]
     meta = read_onnx_meta(str(src))
-    out = quantize(src, tmp_path / "q.onnx", meta, images=8)
+    out = quantize(src, tmp_path / "q.onnx", meta)
     qmeta = read_onnx_meta(str(out))
     assert (qmeta.task, qmeta.classes, qmeta.input_size) == (meta.task, meta.classes, meta.input_size)
     ops = {n.op_type for n in __import__("onnx").load(str(out)).graph.node}

@@ -1,0 +1,86 @@
+"""Train the app's demo models by running the lessons headless (papermill).
+
+Each lesson runs with small CPU-sized parameters on the embedded synthetic
+data; the executed notebooks land in runs/ (open them to see the plots and
+metrics), the models in models/. Lessons whose models already exist are
+skipped, so a second run takes seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# One synthetic set serves all three lessons (made once, then reused).
+COMMON = {"DATA_SOURCE": "synthetic", "DATA_DIR": "data", "N_IMAGES": 900, "SEED": 0,
+          "OUT_DIR": "models", "ARCH": "resnet18", "LR_FIND_ITERS": 20}
+
+# Per lesson: the models it exports, then its settings with ImageNet weights
+# (a few epochs of fine-tuning suffice) and without them (offline: random
+# weights need many more, cheaper epochs). Lesson 02's box head needs a
+# multiple of 128 px.
+LESSONS = [
+    ("01-image-classification-with-fastai.ipynb", ["bbc-classifier"],
+     {"IMG_SIZE": 128, "BATCH_SIZE": 32, "FREEZE_EPOCHS": 1, "EPOCHS": 3},
+     {"IMG_SIZE": 64, "BATCH_SIZE": 32, "FREEZE_EPOCHS": 1, "EPOCHS": 11}),
+    ("02-bounding-box-detection.ipynb", ["bbc-detector", "bbc-multitask"],
+     {"IMG_SIZE": 128, "BATCH_SIZE": 32, "FREEZE_EPOCHS": 1, "EPOCHS": 2},
+     {"IMG_SIZE": 128, "BATCH_SIZE": 32, "FREEZE_EPOCHS": 1, "EPOCHS": 2}),
+    ("03-semantic-segmentation.ipynb", ["bbc-segmenter"],
+     {"IMG_SIZE": 128, "BATCH_SIZE": 16, "FREEZE_EPOCHS": 1, "EPOCHS": 2},
+     {"IMG_SIZE": 64, "BATCH_SIZE": 16, "FREEZE_EPOCHS": 1, "EPOCHS": 4}),
+]
+
+
+def pretrained_available(arch: str) -> bool:
+    """ImageNet weights when they can be had (cached or downloadable), else
+    random weights: the lessons say so and explain the difference."""
+    from bbc1k.notebook import PretrainedUnavailable, check_pretrained
+
+    try:
+        return check_pretrained(arch, True)
+    except PretrainedUnavailable as e:
+        print(f"==> {e}\n==> so the demo models train from random weights (lower accuracy)", flush=True)
+        return False
+
+
+def run_lesson(notebook: str, params: dict, runs: Path) -> float:
+    import papermill as pm
+
+    # Idle OpenMP threads spin by default, which starves the data loader's
+    # workers on a small machine.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+    start = time.perf_counter()
+    pm.execute_notebook(str(ROOT / notebook), str(runs / notebook), parameters=params,
+                        cwd=str(ROOT), kernel_name="python3", progress_bar=True)
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--retrain", action="store_true", help="train again even where models exist")
+    args = ap.parse_args(argv)
+    models, runs = ROOT / COMMON["OUT_DIR"], ROOT / "runs"
+    runs.mkdir(exist_ok=True)
+    pretrained: bool | None = None
+    for notebook, names, with_weights, without_weights in LESSONS:
+        wanted = [models / f"{n}.onnx" for n in names]
+        if not args.retrain and all(p.exists() for p in wanted):
+            print(f"==> {notebook}: models present ({', '.join(p.name for p in wanted)}), skipped")
+            continue
+        if pretrained is None:
+            pretrained = pretrained_available(COMMON["ARCH"])
+        own = with_weights if pretrained else without_weights
+        print(f"==> {notebook}: training, executed copy in runs/{notebook}", flush=True)
+        seconds = run_lesson(notebook, {**COMMON, **own, "PRETRAINED": pretrained}, runs)
+        print(f"==> {notebook}: done in {seconds:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

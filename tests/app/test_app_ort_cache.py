@@ -1,0 +1,106 @@
+"""The cache of ONNX Runtime's optimised graphs (bbc1k.inference.open_session
+with cache_dir): written once, atomically, reused with the same answers, and
+never in the way (a damaged entry is rebuilt, an unwritable folder is skipped)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from conftest import launch, model_args, wait_ready
+
+from bbc1k.inference import open_session, optimized_graph_path
+
+
+def _outputs(session, x: np.ndarray) -> list[np.ndarray]:
+    return session.run(None, {session.get_inputs()[0].name: x})
+
+
+def test_cached_graph_is_written_once_and_gives_the_same_answers(tiny_models, tmp_path):
+    src = tiny_models["detector"]
+    cache = tmp_path / "opt"
+    x = np.random.default_rng(0).random((3, 3, 32, 32), dtype=np.float32)
+    plain = _outputs(open_session(src, threads=1), x)
+
+    first = open_session(src, threads=1, cache_dir=cache)
+    entry = optimized_graph_path(src, cache)
+    assert entry.is_file() and entry.parent == cache
+    assert not list(cache.glob(".*"))  # no temporary file left behind
+    stamp = entry.stat().st_mtime_ns
+
+    again = open_session(src, threads=1, cache_dir=cache)
+    assert entry.stat().st_mtime_ns == stamp  # loaded, not rewritten
+    # The bbc1k description survives optimisation: the server reads it from the session.
+    assert "bbc1k" in again.get_modelmeta().custom_metadata_map
+    for a, b, c in zip(plain, _outputs(first, x), _outputs(again, x)):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(c, a, rtol=1e-5, atol=1e-6)
+
+
+def test_cache_key_follows_the_model_bytes(tiny_models, tmp_path):
+    a = optimized_graph_path(tiny_models["classifier"], tmp_path)
+    b = optimized_graph_path(tiny_models["segmenter"], tmp_path)
+    copy = tmp_path / "copy.onnx"
+    copy.write_bytes(tiny_models["classifier"].read_bytes())
+    assert a != b
+    assert optimized_graph_path(copy, tmp_path) == a  # same bytes, same entry, wherever the file lies
+    copy.write_bytes(tiny_models["segmenter"].read_bytes())  # the file changes: its remembered hash is not used
+    assert optimized_graph_path(copy, tmp_path) == b
+
+
+def test_damaged_cache_entry_is_rebuilt(tiny_models, tmp_path):
+    src = tiny_models["classifier"]
+    entry = optimized_graph_path(src, tmp_path)
+    entry.write_bytes(b"not a model")
+    x = np.zeros((1, 3, 32, 32), np.float32)
+    session = open_session(src, threads=1, cache_dir=tmp_path)
+    np.testing.assert_allclose(_outputs(session, x)[0], _outputs(open_session(src, threads=1), x)[0], rtol=1e-5)
+    assert entry.stat().st_size > 100  # replaced by a real graph
+    open_session(src, threads=1, cache_dir=tmp_path)  # and that one loads
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
+def test_unwritable_cache_folder_only_costs_the_speed_up(tiny_models, tmp_path):
+    cache = tmp_path / "ro"
+    cache.mkdir()
+    cache.chmod(0o500)
+    try:
+        session = open_session(tiny_models["classifier"], threads=1, cache_dir=cache)
+        assert session.get_inputs()[0].name
+        assert list(cache.iterdir()) == []
+    finally:
+        cache.chmod(0o700)
+
+
+def test_cache_folder_that_is_a_file_only_costs_the_speed_up(tiny_models, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("in the way")
+    session = open_session(tiny_models["classifier"], threads=1, cache_dir=blocker)
+    assert session.get_inputs()[0].name
+    assert blocker.read_text() == "in the way"
+
+
+def test_a_broken_model_still_says_why(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage")
+    with pytest.raises(Exception) as info:
+        open_session(bad, threads=1, cache_dir=tmp_path / "opt")
+    assert "protobuf" in str(info.value).lower()
+    opt = tmp_path / "opt"
+    assert not list(opt.glob("ort-optimized-*")) and not list(opt.glob(".*"))  # no entry, no temporary file
+
+
+def test_server_fills_the_cache_and_reuses_it(tiny_models, tmp_path):
+    """Two starts on one model cache: the first writes the optimised graphs, the second loads them."""
+    entries = None
+    for _ in range(2):
+        server = wait_ready(launch(tmp_path, *model_args(tiny_models)))
+        try:
+            cache = tmp_path / "cache" / "ort-optimized"
+            found = sorted(p.name for p in cache.glob("ort-optimized-*.onnx"))
+            assert len(found) == 3
+            assert entries in (None, found)
+            entries = found
+            assert "cannot" not in server.logs()
+        finally:
+            server.stop()
