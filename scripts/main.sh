@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The main job: set up, train the three demo models on the embedded synthetic
+# data by running the lessons headless, then serve them at http://127.0.0.1:5000.
+# A second run reuses the environment and the models and starts in seconds.
+# Knobs: PORT, HOST, BBC1K_RETRAIN=1 (train again), BBC1K_DEMO_SCALE (see scripts/train_demo.py).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+ensure_venv requirements.txt requirements-serve.txt
+"$PY" scripts/train_demo.py ${BBC1K_RETRAIN:+--retrain}
+
+export CLASSIFIER="${CLASSIFIER:-models/bbc-classifier.onnx}"
+export DETECTOR="${DETECTOR:-models/bbc-multitask.onnx}"
+export SEGMENTER="${SEGMENTER:-models/bbc-segmenter.onnx}"
+echo "==> serving at http://${HOST:-127.0.0.1}:${PORT:-5000} (Ctrl-C stops)"
+exec "$PY" app/server.py serve --host "${HOST:-127.0.0.1}" --port "${PORT:-5000}"
