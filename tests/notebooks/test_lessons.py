@@ -168,3 +168,29 @@ def test_lesson_03_exports_a_segmenter(lesson_runs):
     assert set(meta.extra["class_iou"]) == set(MASK_CLASSES)
     mask, *_ = load_pkl_and_predict(out / "bbc-segmenter.pkl")
     assert tuple(mask.shape) == (64, 64) and int(mask.max()) < len(MASK_CLASSES)
+
+
+@pytest.mark.slow
+def test_lesson_01_pretrained_path_freezes_then_fine_tunes(notebook_runner, shared_data_dir, tmp_path, monkeypatch):
+    """The learners' default, PRETRAINED=True: the body is frozen for the head's
+    epochs, then unfrozen with discriminative learning rates. No network here,
+    so a stand-in checkpoint (random weights under the real file name) sits in
+    a temporary torch cache, where torchvision looks before downloading."""
+    import torch
+    import torchvision
+
+    from bbc1k.notebook import cached_weights_path, weights_url
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # the kernel inherits it
+    checkpoint = cached_weights_path(weights_url("resnet18"))
+    checkpoint.parent.mkdir(parents=True)
+    torch.save(torchvision.models.resnet18().state_dict(), checkpoint)
+
+    out = tmp_path / "models"
+    nb = notebook_runner(LESSON_01, {**tiny(shared_data_dir, out, 64), "PRETRAINED": True}, tmp_path)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "learn.unfreeze()" in code
+    printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert "random weights" not in printed  # the from-scratch warning did not fire
+    meta, outs = run_onnx(out / "bbc-classifier.onnx")
+    assert meta.task == "classify" and outs["logits"].shape == (1, 3)
