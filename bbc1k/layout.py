@@ -99,3 +99,15 @@ def image_path(dataset: Path | str, filename: str) -> Path:
 def mask_path(dataset: Path | str, filename: str) -> Path:
     """The mask of an image: same stem, ``.png``, in ``masks/``."""
     return Path(dataset) / MASKS_DIR / (Path(filename).stem + ".png")
+
+
+def link_class_folders(dataset: Path | str, out: Path | str) -> Path:
+    """Link the images of a dataset into ``out/<label>/`` (one folder per class,
+    the layout image-folder tools expect) without copying them; returns ``out``."""
+    out = Path(out)
+    for row in read_labels(dataset):
+        (out / row.label).mkdir(parents=True, exist_ok=True)
+        link = out / row.label / row.filename
+        if not link.exists():
+            link.symlink_to(image_path(dataset, row.filename).resolve())
+    return out
