@@ -35,16 +35,6 @@ import train_from_scratch as recipe_mod  # noqa: E402  (the recipe lives in scri
 DEFAULT_PHOTOS = Path("/work/shared/data/bbc-photos")
 
 
-def as_class_folders(dataset: Path, out: Path) -> Path:
-    """Link the images of a bbc_train dataset into ``out/<label>/`` (the recipe's layout)."""
-    for row in layout.read_labels(dataset):
-        (out / row.label).mkdir(parents=True, exist_ok=True)
-        link = out / row.label / row.filename
-        if not link.exists():
-            link.symlink_to(layout.image_path(dataset, row.filename).resolve())
-    return out
-
-
 def predict(model, x_uint8, norm, batch_size: int = 128) -> np.ndarray:
     """Class indices predicted by ``model`` (in eval mode) for uint8 images N x 3 x H x W."""
     import torch
@@ -116,7 +106,7 @@ def main() -> None:
             generate(data, args.n, seed=args.seed, size=tuple(args.render), workers=args.workers, progress=False)
             print(f"generated {args.n} synthetic images at {args.render[0]}x{args.render[1]} "
                   f"in {time.perf_counter() - start:.0f} s")
-        folders = as_class_folders(data, Path(tmp) / "by_class")
+        folders = layout.link_class_folders(data, Path(tmp) / "by_class")
 
         recipe = recipe_mod.Recipe(size=tuple(args.size), width=args.width, epochs=args.epochs, seed=args.seed,
                                    time_budget=args.time_budget or None)

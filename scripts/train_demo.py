@@ -75,10 +75,6 @@ def train_offline_classifier(models: Path, runs: Path) -> float:
 def run_lesson(notebook: str, params: dict, runs: Path) -> float:
     import papermill as pm
 
-    # Idle OpenMP threads spin by default, which starves the data loader's
-    # workers on a small machine.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
     start = time.perf_counter()
     pm.execute_notebook(str(ROOT / notebook), str(runs / notebook), parameters=params,
                         cwd=str(ROOT), kernel_name="python3", progress_bar=True)
@@ -89,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--retrain", action="store_true", help="train again even where models exist")
     args = ap.parse_args(argv)
+    # Idle OpenMP threads spin by default; on a small or shared machine they
+    # starve the data loader and each other (an epoch took several times longer).
+    # The kernels and the recipe inherit this.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     models, runs = ROOT / COMMON["OUT_DIR"], ROOT / "runs"
     runs.mkdir(exist_ok=True)
     pretrained: bool | None = None
