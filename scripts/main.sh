@@ -11,7 +11,7 @@ ensure_venv requirements.txt requirements-serve.txt
 "$PY" scripts/train_demo.py ${BBC1K_RETRAIN:+--retrain}
 
 export CLASSIFIER="${CLASSIFIER:-models/bbc-classifier.onnx}"
-export DETECTOR="${DETECTOR:-models/bbc-multitask.onnx}"
+export DETECTOR="${DETECTOR:-models/bbc-detector.onnx}"  # box only: its label comes from the classifier
 export SEGMENTER="${SEGMENTER:-models/bbc-segmenter.onnx}"
 echo "==> serving at http://${HOST:-127.0.0.1}:${PORT:-5000} (Ctrl-C stops)"
 exec "$PY" app/server.py serve --host "${HOST:-127.0.0.1}" --port "${PORT:-5000}"

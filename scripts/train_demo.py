@@ -25,19 +25,19 @@ COMMON = {"DATA_SOURCE": "synthetic", "DATA_DIR": "data", "N_IMAGES": 900, "SEED
           "OUT_DIR": "models", "ARCH": "resnet18", "LR_FIND_ITERS": 20}
 
 # Per lesson: the models it exports, then its settings with ImageNet weights
-# (a few epochs of fine-tuning suffice) and without them (offline: random
-# weights need many more, cheaper epochs). Lesson 02's box head needs a
-# multiple of 128 px.
+# (a few epochs of fine-tuning suffice) and without them (offline: what fits
+# scripts/main.sh's 15 minutes on 2 CPU cores; random weights learn little in
+# that time). Lesson 02's box head needs a multiple of 128 px.
 LESSONS = [
     ("01-image-classification-with-fastai.ipynb", ["bbc-classifier"],
      {"IMG_SIZE": 128, "BATCH_SIZE": 32, "FREEZE_EPOCHS": 1, "EPOCHS": 3},
      None),  # offline: the from-scratch recipe instead (see train_offline_classifier)
     ("02-bounding-box-detection.ipynb", ["bbc-detector", "bbc-multitask"],
      {"IMG_SIZE": 128, "BATCH_SIZE": 32, "FREEZE_EPOCHS": 1, "EPOCHS": 2},
-     {"IMG_SIZE": 128, "BATCH_SIZE": 32, "FREEZE_EPOCHS": 1, "EPOCHS": 2}),
+     {"IMG_SIZE": 128, "BATCH_SIZE": 32, "FREEZE_EPOCHS": 1, "EPOCHS": 1}),
     ("03-semantic-segmentation.ipynb", ["bbc-segmenter"],
      {"IMG_SIZE": 128, "BATCH_SIZE": 16, "FREEZE_EPOCHS": 1, "EPOCHS": 2},
-     {"IMG_SIZE": 64, "BATCH_SIZE": 16, "FREEZE_EPOCHS": 1, "EPOCHS": 4}),
+     {"IMG_SIZE": 64, "BATCH_SIZE": 16, "FREEZE_EPOCHS": 1, "EPOCHS": 1}),
 ]
 
 
