@@ -25,7 +25,7 @@ from PIL import Image
 from bbc1k import layout
 from bbc1k.synth_scene import render_scene
 
-__all__ = ["generate", "render_sample", "sample_label", "DEFAULT_SIZE"]
+__all__ = ["generate", "render_sample", "sample_label", "tight_box", "DEFAULT_SIZE"]
 
 DEFAULT_SIZE: tuple[int, int] = (512, 384)
 """(width, height) of the real photos."""

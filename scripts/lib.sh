@@ -6,7 +6,8 @@ PY="$VENV/bin/python"
 ensure_venv() {  # ensure_venv REQUIREMENTS_FILE...
   local stamp="$VENV/.bbc1k-requirements"
   local want
-  want=$(cat "$@" requirements-serve.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+  # every requirements file, since one may include another with -r
+  want=$(cat requirements*.txt pyproject.toml | sha256sum | cut -d' ' -f1)
   if [ -x "$PY" ] && [ -f "$stamp" ] && grep -qx "$want $*" "$stamp"; then
     return 0
   fi

@@ -2,7 +2,7 @@
 # The main job: set up, train the three demo models on the embedded synthetic
 # data by running the lessons headless, then serve them at http://127.0.0.1:5000.
 # A second run reuses the environment and the models and starts in seconds.
-# Knobs: PORT, HOST, BBC1K_RETRAIN=1 (train again), BBC1K_DEMO_SCALE (see scripts/train_demo.py).
+# Knobs: PORT, HOST, BBC1K_RETRAIN=1 (train again), CLASSIFIER / DETECTOR / SEGMENTER (other models).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
