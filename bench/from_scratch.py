@@ -47,7 +47,7 @@ def run_recipe(data_dir: Path, seed: int, split_seed: int, epochs: int | None,
           f"{per_epoch:.2f} s per epoch, {wall:.0f} s in all", flush=True)
     return {"variant": f"recipe resnet9 w{recipe.width} {h}x{w} seed {seed}", "acc": result.valid_acc,
             "wall_s": wall, "epochs": result.epochs_run, "img_s": result.images_per_second,
-            "device": result.device}
+            "device": result.device, "history": result.history}
 
 
 def run_anchor(data_dir: Path, split_seed: int, epochs: int) -> dict:
@@ -110,6 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['variant']:<40} {r['device']:>7} {r['epochs']:>6} {r['acc']:>9.1%} "
               f"{r['wall_s']:>8.1f} {r['img_s']:>7.0f}")
+    if not args.skip_anchor:
+        anchor = rows[-1]
+        for r in rows[:-1]:
+            when = next((h["seconds"] for h in r["history"]
+                         if h["valid_acc"] is not None and h["valid_acc"] >= anchor["acc"]), None)
+            reached = f"after {when:.1f} s of training" if when is not None else "never"
+            print(f"{r['variant']} reached the anchor's {anchor['acc']:.1%} {reached} "
+                  f"(the anchor took {anchor['wall_s']:.1f} s)")
     return 0
 
 

@@ -130,3 +130,74 @@ def test_a_broken_image_is_named(class_folders: Path, tmp_path: Path, capsys) ->
     err = capsys.readouterr().err
     assert "broken.jpg" in err
     assert not (tmp_path / "models").exists()
+
+
+def test_mixup_blends_and_cutmix_pastes_with_matching_label_weights() -> None:
+    import torch
+
+    torch.manual_seed(0)
+    np.random.seed(0)
+    x = torch.stack([torch.full((3, 8, 10), float(i)) for i in range(6)])  # image i is all i
+    y = torch.arange(6)
+
+    mixed, partner, lam = fs.mix_batch(x, y, "mixup", alpha=1.0)
+    assert 0.0 <= lam <= 1.0
+    assert torch.allclose(mixed, lam * x + (1 - lam) * x[partner])  # partner labels name the partner images
+
+    pasted, partner, lam = fs.mix_batch(x, y, "cutmix", alpha=1.0)
+    for i in range(6):
+        own = (pasted[i] == float(i)).float().mean().item()
+        if partner[i] != i:
+            assert own == pytest.approx(lam)  # the label weight is the share of pixels kept
+        assert set(pasted[i].unique().tolist()) <= {float(i), float(partner[i])}
+    assert (x == torch.stack([torch.full((3, 8, 10), float(i)) for i in range(6)])).all()  # input untouched
+
+    with pytest.raises(ValueError, match="mixup"):
+        fs.mix_batch(x, y, "blend", alpha=1.0)
+
+
+def test_ema_weights_are_validated_and_exported(class_folders: Path, tmp_path: Path, monkeypatch) -> None:
+    import torch.optim.swa_utils as swa
+
+    from bbc1k.modelmeta import read_onnx_meta
+
+    averages = []
+
+    class Recorded(swa.AveragedModel):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            averages.append(self)
+
+    monkeypatch.setattr(swa, "AveragedModel", Recorded)
+    recipe = fs.Recipe(size=(24, 32), width=4, batch_size=4, epochs=3, ema=0.5, mix="cutmix",
+                       eval_every=2, tta=False)
+    result = fs.train(class_folders, recipe, progress=False, log_epochs=False)
+    assert [h["valid_acc"] is not None for h in result.history] == [False, True, True]  # every 2nd, and the last
+    (ema,) = averages
+    assert result.model is ema.module  # validated and exported: the average, not the last weights
+    steps = 3 * (len(fs.stratified_split(fs.find_images(class_folders)[2], 0.2, 0)[0]) // 4)
+    assert int(ema.n_averaged) == steps  # updated after every step
+    extra = read_onnx_meta(str(fs.export(result, recipe, tmp_path, "ema"))).extra
+    assert extra["ema"] == 0.5 and extra["mix"] == "cutmix"
+
+
+def test_precision_follows_the_setting() -> None:
+    import torch
+
+    cpu = torch.device("cpu")
+    assert fs.use_bf16(fs.Recipe(precision="fp32"), cpu) is False
+    assert fs.use_bf16(fs.Recipe(precision="bf16"), cpu) is True
+    assert fs.use_bf16(fs.Recipe(precision="auto"), cpu) == fs.native_bf16(cpu)
+    with pytest.raises(ValueError, match="precision"):
+        fs.use_bf16(fs.Recipe(precision="fp16"), cpu)
+
+
+def test_bf16_training_exports_a_float32_onnx(class_folders: Path, tmp_path: Path) -> None:
+    import onnx
+
+    code = fs.main([str(class_folders), "--out", str(tmp_path), "--name", "bf16", "--epochs", "1",
+                    "--size", "24", "32", "--width", "4", "--batch-size", "4", "--quiet", "--precision", "bf16",
+                    "--mix", "mixup", "--ema", "0.9"])
+    assert code == 0
+    model = onnx.load(str(tmp_path / "bf16.onnx"))
+    assert {i.data_type for i in model.graph.initializer} <= {onnx.TensorProto.FLOAT, onnx.TensorProto.INT64}
