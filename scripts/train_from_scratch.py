@@ -136,10 +136,16 @@ class Augment:
         return self.colour(self.geometry(x, out_size))
 
     def geometry(self, x: Any, out_size: tuple[int, int]) -> Any:
-        import torch
         import torch.nn.functional as F
 
-        n, dev = x.shape[0], x.device
+        grid = F.affine_grid(self.theta(x.shape[0], x.device), [x.shape[0], 3, *out_size], align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+    def theta(self, n: int, dev: Any) -> Any:
+        """``n`` random affine maps (N x 2 x 3, output to input coordinates in
+        -1..1) for ``F.affine_grid``: crop, aspect, rotation and flips."""
+        import torch
+
         u = lambda lo, hi: torch.empty(n, device=dev).uniform_(lo, hi)  # noqa: E731
         area = u(self.min_scale, 1.0)
         log_r = math.log(self.max_aspect)
@@ -151,11 +157,9 @@ class Augment:
         flip_x = torch.where(torch.rand(n, device=dev) < 0.5, -1.0, 1.0)
         flip_y = torch.where(torch.rand(n, device=dev) < 0.5, -1.0, 1.0) if self.vflip else 1.0
         cos, sin = torch.cos(angle), torch.sin(angle)
-        # theta maps output to input coordinates (-1..1): scale @ rotate @ flip, then shift.
-        theta = torch.stack([torch.stack([sx * cos * flip_x, -sx * sin * flip_y, tx], 1),
-                             torch.stack([sy * sin * flip_x, sy * cos * flip_y, ty], 1)], 1)
-        grid = F.affine_grid(theta, [n, 3, *out_size], align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        # scale @ rotate @ flip, then shift
+        return torch.stack([torch.stack([sx * cos * flip_x, -sx * sin * flip_y, tx], 1),
+                            torch.stack([sy * sin * flip_x, sy * cos * flip_y, ty], 1)], 1)
 
     def colour(self, x: Any) -> Any:
         import torch
@@ -292,7 +296,7 @@ def native_bf16(device: Any) -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
-def use_bf16(recipe: "Recipe", device: Any) -> bool:
+def use_bf16(recipe: Any, device: Any) -> bool:
     if recipe.precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {recipe.precision!r}")
     return recipe.precision == "bf16" or (recipe.precision == "auto" and native_bf16(device))
@@ -317,7 +321,7 @@ def mix_batch(x: Any, y: Any, kind: str, alpha: float) -> tuple[Any, Any, float]
     return x, y[partner], 1 - bh * bw / (h * w)
 
 
-def make_optimizer(model: Any, recipe: Recipe) -> Any:
+def make_optimizer(model: Any, recipe: Any) -> Any:
     import torch
 
     decay = [p for p in model.parameters() if p.ndim > 1]  # no weight decay on BatchNorm and biases
