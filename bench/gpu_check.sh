@@ -10,8 +10,9 @@
 #
 #   OUT=/tmp/gpu-check bash bench/gpu_check.sh
 #
-# Wheels in .whl/ (fastai, papermill, ipykernel and what they need) are
-# installed first when present. Everything lands in $OUT: log.txt,
+# Wheels in .whl/ (fastai, papermill, ipykernel and what they need, for the
+# machine's Python; fastprogress 1.0.3, since 1.1 imports python-fasthtml)
+# are installed first when present. Everything lands in $OUT: log.txt,
 # sweep.jsonl and the executed notebooks. DEADLINE (seconds) stops what is
 # still running, so the results come back within the machine's time limit.
 # For a quick rehearsal on a CPU: SCALE=0.01 LESSONS="01" LESSON_ARGS="-p N_IMAGES 60 ..."
@@ -45,7 +46,7 @@ stamp "environment"
 
 stamp "recipe beside fastai's defaults, alone on the card"
 timeout "$(left)" "$PY" bench/from_scratch.py "$PHOTOS" --time-budget 0 \
-  --epochs "$("$PY" -c "print(max(1, round(190 * $SCALE)))")" \
+  --epochs "$("$PY" -c "import sys; sys.path.insert(0, 'scripts'); import train_from_scratch as r; print(max(1, round(r.Recipe().epochs * $SCALE)))")" \
   --anchor-epochs "$("$PY" -c "print(max(1, round(12 * $SCALE)))")" >>"$LOG" 2>&1
 
 stamp "the lessons' dataset"
