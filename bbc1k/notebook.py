@@ -138,7 +138,8 @@ def check_pretrained(arch: str, pretrained: bool = True, *, timeout: float = 5.0
     """
     if not pretrained:
         print(f"PRETRAINED=False: {arch} starts from random weights. "
-              "Expect lower accuracy than with ImageNet weights, and train longer.")
+              "Expect lower accuracy than with ImageNet weights, and train longer; "
+              "lesson 01's 'No internet?' section shows a network built to learn from scratch.")
         return False
     url = url or weights_url(arch)
     if cached_weights_path(url).exists():
