@@ -359,32 +359,30 @@ def evaluate(model: Any, x_uint8: Any, y: Any, norm: Normalise, batch_size: int 
     return correct / max(1, len(x_uint8))
 
 
-def fit(model: Any, x_uint8: Any, y: Any, recipe: Recipe, epochs: int, norm: Normalise,
-        after_epoch: Any, desc: str, progress: bool, time_budget: float | None = None,
-        ema: Any = None) -> int:
-    """One one-cycle training run over uint8 images ``x_uint8`` (kept on the
-    device) with labels ``y``; calls ``after_epoch(epoch, mean train loss,
+def run_schedule(model: Any, n_items: int, batch_loss: Any, recipe: Any, epochs: int, after_epoch: Any,
+                 desc: str = "training", progress: bool = False, time_budget: float | None = None,
+                 ema: Any = None) -> int:
+    """One one-cycle training run of ``model`` over ``n_items`` training items
+    in shuffled batches of ``recipe.batch_size``: ``batch_loss(indices)``
+    gives the loss of a batch. Calls ``after_epoch(epoch, mean train loss,
     last)`` after each epoch, ``last`` true after the final one. With a
     ``time_budget`` (seconds) the schedule runs on the clock when that is
     further along than the steps, and training stops, mid-epoch if need be,
     when the budget is spent. ``ema``: a ``torch.optim.swa_utils.AveragedModel``
-    updated after each step. Returns the number of images seen."""
+    updated after each step. Returns the number of items seen."""
     import torch
-    import torch.nn.functional as F
     from tqdm.auto import tqdm
 
-    device = x_uint8.device
+    device = next(model.parameters()).device
     opt = make_optimizer(model, recipe)
-    steps_per_epoch = max(1, len(x_uint8) // recipe.batch_size)  # drop the last partial batch
+    steps_per_epoch = max(1, n_items // recipe.batch_size)  # drop the last partial batch
     total_steps = epochs * steps_per_epoch
     gen = torch.Generator(device="cpu").manual_seed(recipe.seed)
-    np.random.seed(recipe.seed)  # mix_batch's blend weights and boxes
-    bf16 = use_bf16(recipe, device)
     t0, step, seen = time.perf_counter(), 0, 0
     with tqdm(total=total_steps, desc=desc, unit="step", disable=not progress) as bar:
         for epoch in range(epochs):
             model.train()
-            order = torch.randperm(len(x_uint8), generator=gen).to(device)
+            order = torch.randperm(n_items, generator=gen).to(device)
             loss_sum, steps_done = 0.0, 0
             for b in range(steps_per_epoch):
                 done = step / total_steps
@@ -395,16 +393,7 @@ def fit(model: Any, x_uint8: Any, y: Any, recipe: Recipe, epochs: int, norm: Nor
                 for group in opt.param_groups:
                     group["lr"] = one_cycle(done, recipe.lr, recipe.warmup)
                 idx = order[b * recipe.batch_size:(b + 1) * recipe.batch_size]
-                xb, yb = norm(recipe.augment(x_uint8[idx].float() / 255, recipe.size)), y[idx]
-                yb2, lam = yb, 1.0
-                if recipe.mix != "none":
-                    xb, yb2, lam = mix_batch(xb, yb, recipe.mix, recipe.mix_alpha)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    logits = model(xb)
-                    loss = lam * F.cross_entropy(logits, yb, label_smoothing=recipe.label_smoothing)
-                    if lam < 1:
-                        loss = loss + (1 - lam) * F.cross_entropy(logits, yb2,
-                                                                  label_smoothing=recipe.label_smoothing)
+                loss = batch_loss(idx)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -419,6 +408,41 @@ def fit(model: Any, x_uint8: Any, y: Any, recipe: Recipe, epochs: int, norm: Nor
             if last:
                 break
     return seen
+
+
+def classification_loss(model: Any, x_uint8: Any, y: Any, recipe: Recipe, norm: Normalise) -> Any:
+    """``batch_loss(indices)`` for :func:`run_schedule`: augment the batch, mix
+    it when asked, label-smoothed cross-entropy (bfloat16 where native)."""
+    import torch
+    import torch.nn.functional as F
+
+    device = x_uint8.device
+    bf16 = use_bf16(recipe, device)
+    smooth = recipe.label_smoothing
+
+    def batch_loss(idx: Any) -> Any:
+        xb, yb = norm(recipe.augment(x_uint8[idx].float() / 255, recipe.size)), y[idx]
+        yb2, lam = yb, 1.0
+        if recipe.mix != "none":
+            xb, yb2, lam = mix_batch(xb, yb, recipe.mix, recipe.mix_alpha)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(xb)
+            loss = lam * F.cross_entropy(logits, yb, label_smoothing=smooth)
+            if lam < 1:
+                loss = loss + (1 - lam) * F.cross_entropy(logits, yb2, label_smoothing=smooth)
+        return loss
+
+    return batch_loss
+
+
+def fit(model: Any, x_uint8: Any, y: Any, recipe: Recipe, epochs: int, norm: Normalise,
+        after_epoch: Any, desc: str, progress: bool, time_budget: float | None = None,
+        ema: Any = None) -> int:
+    """Train the classifier on uint8 images ``x_uint8`` (kept on the device)
+    with labels ``y``; see :func:`run_schedule`."""
+    np.random.seed(recipe.seed)  # mix_batch's blend weights and boxes
+    return run_schedule(model, len(x_uint8), classification_loss(model, x_uint8, y, recipe, norm), recipe,
+                        epochs, after_epoch, desc, progress, time_budget, ema)
 
 
 def render_synthetic(classes: list[str], n: int, size: tuple[int, int], seed: int) -> tuple[Any, Any]:

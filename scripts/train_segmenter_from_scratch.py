@@ -254,7 +254,7 @@ def train(dataset: str | Path, rec: SegRecipe, log: bool = True) -> SegResult:
     x_all, m_all, labels = load_dataset(dataset, store)
     train_idx, valid_idx = recipe.stratified_split(labels, rec.valid_frac, rec.split_seed)
     x_train, m_train = x_all[train_idx].to(device), m_all[train_idx].to(device)
-    # validation at the network's input size, as the app will see it
+    # validation at the network's input size
     small = lambda t, mode: F.interpolate(t, size=rec.size, mode=mode)  # noqa: E731
     x_valid = small(x_all[valid_idx].float(), "bilinear").round().to(torch.uint8).to(device)
     m_valid = small(m_all[valid_idx][:, None].float(), "nearest")[:, 0].long().to(device)
@@ -263,42 +263,26 @@ def train(dataset: str | Path, rec: SegRecipe, log: bool = True) -> SegResult:
     norm = recipe.Normalise(torch.tensor(recipe.PHOTO_MEAN, device=device).view(1, 3, 1, 1),
                             torch.tensor(recipe.PHOTO_STD, device=device).view(1, 3, 1, 1))
     model = make_unet(len(classes), rec.width).to(device).to(memory_format=torch.channels_last)
-    opt = recipe.make_optimizer(model, rec)
     weight = torch.tensor([1.0] + [OBJECT_WEIGHT] * (len(classes) - 1), device=device)
     bf16 = recipe.use_bf16(rec, device)
-    steps_per_epoch = max(1, len(x_train) // rec.batch_size)
-    total = rec.epochs * steps_per_epoch
-    gen = torch.Generator(device="cpu").manual_seed(rec.seed)
-    t0, step, epochs_run = time.perf_counter(), 0, 0
-    for epoch in range(rec.epochs):
-        model.train()
-        order = torch.randperm(len(x_train), generator=gen).to(device)
-        loss_sum, done_steps, done = 0.0, 0, 0.0
-        for b in range(steps_per_epoch):
-            done = step / total
-            if rec.time_budget:
-                done = max(done, (time.perf_counter() - t0) / rec.time_budget)
-                if done >= 1 and done_steps:
-                    break
-            for group in opt.param_groups:
-                group["lr"] = recipe.one_cycle(done, rec.lr, rec.warmup)
-            idx = order[b * rec.batch_size:(b + 1) * rec.batch_size]
-            xb, mb = augment_pair(rec.augment, x_train[idx].float() / 255, m_train[idx], rec.size)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = F.cross_entropy(model(norm(xb)), mb, weight=weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum, step, done_steps = loss_sum + loss.item(), step + 1, done_steps + 1
+
+    def batch_loss(idx: Any) -> Any:
+        xb, mb = augment_pair(rec.augment, x_train[idx].float() / 255, m_train[idx], rec.size)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            return F.cross_entropy(model(norm(xb)), mb, weight=weight)
+
+    epochs_run = 0
+
+    def report(epoch: int, loss: float, last: bool) -> None:
+        nonlocal epochs_run
         epochs_run = epoch + 1
-        last = epoch == rec.epochs - 1 or done >= 1
         if log and (last or epochs_run % 5 == 0):
-            model.eval()
             ious = iou_per_class(model, x_valid, m_valid, norm, len(classes))
-            print(f"epoch {epochs_run:3d}  train loss {loss_sum / done_steps:.3f}  "
-                  f"valid mean IoU {np.nanmean(ious):.3f}  {time.perf_counter() - t0:6.1f} s", flush=True)
-        if last:
-            break
+            print(f"epoch {epochs_run:3d}  train loss {loss:.3f}  valid mean IoU {np.nanmean(ious):.3f}  "
+                  f"{time.perf_counter() - t0:6.1f} s", flush=True)
+
+    t0 = time.perf_counter()
+    recipe.run_schedule(model, len(x_train), batch_loss, rec, rec.epochs, report, time_budget=rec.time_budget)
     train_seconds = time.perf_counter() - t0
     final = with_flip_tta(model).eval()
     nan = float("nan")
