@@ -603,39 +603,47 @@ def onnx_accuracy(onnx_path: str | Path, data_dir: str | Path) -> tuple[float, i
 
 # -------------------------------------------------------------- the command
 
+def add_training_args(ap: argparse.ArgumentParser, d: Any, data_help: str, name: str,
+                      size_note: str = "") -> None:
+    """The options every from-scratch recipe takes, with ``d``'s defaults
+    (a recipe dataclass): the data, where the model goes, its size and
+    schedule, the seed and the arithmetic."""
+    ap.add_argument("data_dir", help=data_help)
+    ap.add_argument("--out", default="models", help="folder for NAME.onnx (default: models)")
+    ap.add_argument("--name", default=name)
+    ap.add_argument("--epochs", type=int, default=d.epochs)
+    ap.add_argument("--size", type=int, nargs=2, default=list(d.size), metavar=("H", "W"),
+                    help=f"network input height and width{size_note} (default: {d.size[0]} {d.size[1]})")
+    ap.add_argument("--width", type=int, default=d.width, help="channels of the first stage")
+    ap.add_argument("--batch-size", type=int, default=d.batch_size)
+    ap.add_argument("--seed", type=int, default=d.seed)
+    ap.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                    help="fit the learning-rate schedule into this many seconds of training and stop "
+                         "then (270 keeps a classifier's whole run under 5 minutes on 2 CPU cores)")
+    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=d.precision,
+                    help="auto: bfloat16 where the chip computes it natively (recent GPUs, CPUs with AMX "
+                         "or AVX512-BF16), else fp32")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d = Recipe()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("data_dir", help="folder with one subfolder of images per class")
-    ap.add_argument("--out", default="models", help="folder for NAME.onnx (default: models)")
-    ap.add_argument("--name", default="bbc-scratch")
-    ap.add_argument("--epochs", type=int, default=d.epochs)
-    ap.add_argument("--size", type=int, nargs=2, default=list(d.size), metavar=("H", "W"),
-                    help=f"network input height and width (default: {d.size[0]} {d.size[1]})")
-    ap.add_argument("--width", type=int, default=d.width, help="channels of the first stage")
-    ap.add_argument("--batch-size", type=int, default=d.batch_size)
+    add_training_args(ap, d, "folder with one subfolder of images per class", "bbc-scratch")
     ap.add_argument("--optimizer", choices=["sgd", "adamw"], default=d.optimizer)
     ap.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
     ap.add_argument("--weight-decay", type=float, default=d.weight_decay)
     ap.add_argument("--synthetic", type=int, default=d.synthetic, metavar="N",
                     help="pretrain on N synthetic pictures first (classes must be bbc1k's)")
     ap.add_argument("--synthetic-epochs", type=int, default=d.synthetic_epochs)
-    ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--valid-frac", type=float, default=d.valid_frac,
                     help="fraction of each class kept for validation (0: train on everything)")
     ap.add_argument("--split-seed", type=int, default=d.split_seed)
-    ap.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                    help="fit the learning-rate schedule into this many seconds of training and stop "
-                         "then (270 keeps a whole run under 5 minutes on 2 CPU cores)")
     ap.add_argument("--no-tta", action="store_true", help="no mirrored second look at test time")
     ap.add_argument("--mix", choices=["none", "mixup", "cutmix"], default=d.mix,
                     help="train on blends of two photos (default: none)")
     ap.add_argument("--mix-alpha", type=float, default=d.mix_alpha)
     ap.add_argument("--ema", type=float, default=d.ema, metavar="DECAY",
                     help="validate and export a moving average of the weights (e.g. 0.995; default: 0, none)")
-    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=d.precision,
-                    help="auto: bfloat16 where the chip computes it natively (recent GPUs, CPUs with AMX "
-                         "or AVX512-BF16), else fp32")
     ap.add_argument("--eval-every", type=int, default=d.eval_every, metavar="N",
                     help="validate every N-th epoch and after the last (default: %(default)s)")
     ap.add_argument("--holdout", default=None, metavar="DIR",

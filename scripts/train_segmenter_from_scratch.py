@@ -344,18 +344,8 @@ def export_detector(result: SegResult, rec: SegRecipe, out_dir: str | Path, name
 def main(argv: list[str] | None = None) -> int:
     d = SegRecipe()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("dataset", help="a bbc1k dataset folder (images/, masks/, classification_labels.csv)")
-    ap.add_argument("--out", default="models", help="folder for NAME.onnx (default: models)")
-    ap.add_argument("--name", default="bbc-segmenter")
-    ap.add_argument("--epochs", type=int, default=d.epochs)
-    ap.add_argument("--size", type=int, nargs=2, default=list(d.size), metavar=("H", "W"),
-                    help=f"network input height and width, multiples of 8 (default: {d.size[0]} {d.size[1]})")
-    ap.add_argument("--width", type=int, default=d.width, help="channels of the first stage")
-    ap.add_argument("--batch-size", type=int, default=d.batch_size)
-    ap.add_argument("--seed", type=int, default=d.seed)
-    ap.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                    help="fit the learning-rate schedule into this many seconds of training and stop then")
-    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=d.precision)
+    recipe.add_training_args(ap, d, "a bbc1k dataset folder (images/, masks/, classification_labels.csv)",
+                             "bbc-segmenter", size_note=", multiples of 8")
     ap.add_argument("--detector", default=None, metavar="NAME",
                     help="also write OUT/NAME.onnx: a detector whose box is the tight box of the main object's "
                          "predicted pixels")
@@ -368,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
                     seed=args.seed, time_budget=args.time_budget, precision=args.precision)
     start = time.perf_counter()
     try:
-        result = train(args.dataset, rec)
+        result = train(args.data_dir, rec)
     except recipe.DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
