@@ -44,13 +44,14 @@ LESSONS = [
 # The models the app serves (scripts/main.sh).
 SERVED = ["bbc-classifier", "bbc-detector", "bbc-segmenter"]
 
-# Offline (no ImageNet weights): (models, script, its arguments). The recipes
-# fit their schedules into SCRATCH_SECONDS of training each.
+# Offline (no ImageNet weights): (models, script, its arguments, whether it
+# reads one folder per class rather than the dataset itself). The recipes fit
+# their schedules into SCRATCH_SECONDS of training each.
 SCRATCH_SECONDS = 150
 OFFLINE = [
-    (["bbc-classifier"], "train_from_scratch.py", ["--name", "bbc-classifier"]),
+    (["bbc-classifier"], "train_from_scratch.py", ["--name", "bbc-classifier"], True),
     (["bbc-segmenter", "bbc-detector"], "train_segmenter_from_scratch.py",
-     ["--name", "bbc-segmenter", "--detector", "bbc-detector"]),
+     ["--name", "bbc-segmenter", "--detector", "bbc-detector"], False),
 ]
 
 
@@ -66,15 +67,14 @@ def pretrained_available(arch: str) -> bool:
         return False
 
 
-def train_offline(names: list[str], script: str, args: list[str], models: Path, runs: Path) -> float:
+def train_offline(script: str, args: list[str], class_folders: bool, models: Path, runs: Path) -> float:
     """Models from random weights, by a from-scratch recipe on the synthetic set."""
     from bbc1k.data import get
     from bbc1k.layout import link_class_folders
 
     start = time.perf_counter()
     dataset = get(COMMON["DATA_SOURCE"], ROOT / COMMON["DATA_DIR"], n_images=COMMON["N_IMAGES"], seed=COMMON["SEED"])
-    # the classifier reads class folders, the segmenter the dataset itself
-    data = link_class_folders(dataset, runs / "classifier-images") if "bbc-classifier" in names else dataset
+    data = link_class_folders(dataset, runs / "classifier-images") if class_folders else dataset
     subprocess.run([sys.executable, str(ROOT / "scripts" / script), str(data), "--out", str(models),
                     "--seed", str(COMMON["SEED"]), "--time-budget", str(SCRATCH_SECONDS), *args], check=True)
     return time.perf_counter() - start
@@ -110,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         jobs = [(names, f"{', '.join(names)}: offline, so {script} trains from random weights "
                         f"({SCRATCH_SECONDS} s of training)",
-                 lambda names=names, script=script, extra=extra: train_offline(names, script, extra, models, runs))
-                for names, script, extra in OFFLINE]
+                 lambda script=script, extra=extra, folders=folders:
+                     train_offline(script, extra, folders, models, runs))
+                for names, script, extra, folders in OFFLINE]
     for names, what, job in jobs:
         wanted = [models / f"{n}.onnx" for n in names]
         if not args.retrain and all(p.exists() for p in wanted):
