@@ -35,4 +35,5 @@ USER 10001
 EXPOSE 5000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '5000'), timeout=4)"]
-CMD ["python", "app/server.py", "serve", "--host", "0.0.0.0"]
+# -m: the app package is found in the working directory (/srv), not installed
+CMD ["python", "-m", "app", "serve", "--host", "0.0.0.0"]

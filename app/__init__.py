@@ -1,1 +1,1 @@
-"""The bbc1k inference server (see app/server.py)."""
+"""The bbc1k inference server: ``python -m app serve`` (see app/server.py)."""

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from bbc1k.inference import DEFAULT_MAX_PIXELS, DEFAULT_WORK_SIDE
+from bbc1k.serving.decode import DEFAULT_MAX_PIXELS, DEFAULT_WORK_SIDE
 
 ROLES = ("classifier", "detector", "segmenter")
 
@@ -51,7 +51,7 @@ def _env(name: str, default: str | None = None) -> str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python app/server.py", description="bbc1k inference server")
+    p = argparse.ArgumentParser(prog="python -m app", description="bbc1k inference server")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="serve the page and the /analyze API",
                        description="Each flag defaults to the environment variable named in its help.")

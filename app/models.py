@@ -20,8 +20,9 @@ from PIL import Image
 
 from app.config import ModelSource, Settings
 from bbc1k.download import DownloadError, download, drive_url, sha256_of
-from bbc1k.inference import Fit, open_session, prepare
 from bbc1k.modelmeta import META_KEY, ModelMeta, OutputSpec
+from bbc1k.serving.preprocess import Fit, prepare
+from bbc1k.serving.runtime import cpu_count, open_session
 
 log = logging.getLogger("bbc1k.serve")
 
@@ -175,7 +176,6 @@ def load_pickle(role: str, path: Path, source: str, settings: Settings) -> Serve
     except ImportError:
         raise ModelError(f"{path}: a .pkl needs fastai and torch installed (pip install fastai); "
                          "the serving image has neither: serve the .onnx export") from None
-    from bbc1k.inference import cpu_count
 
     torch.set_num_threads(settings.threads or cpu_count())
     try:

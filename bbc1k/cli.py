@@ -1,10 +1,14 @@
-"""``bbc1k`` / ``python -m bbc1k``: download, synthesise and validate datasets.
+"""``bbc1k`` / ``python -m bbc1k``: download, synthesise and validate datasets,
+and train the from-scratch models.
 
     bbc1k download --source {welchlabs,github,synthetic} --dest DIR [--url URL] [--sha256 HEX]
     bbc1k synth --dest DIR --n N --seed S [--size 512x384]
     bbc1k validate DIR
+    bbc1k train classifier DATA_DIR [options]    (bbc1k train classifier --help)
+    bbc1k train segmenter DATASET_DIR [options]
 
-Exit status: 0 done, 1 failed (the message says why and what to do), 2 bad usage.
+Exit status: 0 done, 1 failed (the message says why and what to do), 2 bad usage
+(``train``: 2 also when the data cannot be used).
 """
 from __future__ import annotations
 
@@ -16,6 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = ["main", "build_parser"]
+
+RECIPES = ("classifier", "segmenter")
+"""``bbc1k train RECIPE``: the recipe's own command line (bbc1k.train.cli) reads the rest."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,6 +56,8 @@ def _did_you_mean(message: str, root: _Parser) -> list[str]:
         if close:
             hints.append(f"did you mean {close[0]!r}?")
     known = _all_options(root)
+    if root.argv[:1] == ["train"]:
+        return hints  # the options after the recipe are the recipe's own parser's to check
     for token in root.argv:
         name = token.split("=", 1)[0]
         if not name.startswith("-") or name in ("-", "--") or re.fullmatch(r"-\d.*", name):
@@ -116,12 +125,31 @@ def build_parser() -> _Parser:
     va.add_argument("dir", type=Path, metavar="DIR")
     va.add_argument("--quick", action="store_true", help="check files and tables only, do not decode images")
 
+    tr = commands.add_parser("train", help="train a model from random weights and export it as ONNX",
+                             description="Train a model from random weights (no ImageNet) and export it "
+                                         "as ONNX. Options after RECIPE are the recipe's: "
+                                         "bbc1k train RECIPE --help lists them.")
+    tr.add_argument("recipe", choices=RECIPES, metavar="RECIPE",
+                    help="classifier: ResNet-9 on a folder of class subfolders; segmenter: a small U-Net "
+                         "on a bbc1k dataset (and, with --detector, a detector that boxes its mask)")
+    tr.add_argument("args", nargs=argparse.REMAINDER, help="the recipe's options")
+
     for sub in commands.choices.values():
         sub.root = parser
     return parser
 
 
+def _train(recipe: str, argv: list[str]) -> int:
+    # imported here: training needs torch, the other commands must not
+    from bbc1k.train.cli import classifier_main, segmenter_main
+
+    main = classifier_main if recipe == "classifier" else segmenter_main
+    return main(argv, prog=f"bbc1k train {recipe}")
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "train":
+        return _train(args.recipe, args.args)
     from bbc1k.download import DownloadError
     from bbc1k.sources import DataError, install
     from bbc1k.validate import validate

@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bbc1k.download import DownloadError, probe
 from bbc1k import layout
-from bbc1k.layout import DATASET_DIRNAME, MASK_CLASSES, OBJECT_CLASSES, read_boxes, read_labels
-from bbc1k.sources import SOURCES, DataError, install, read_provenance
+from bbc1k.download import DownloadError, probe
+from bbc1k.layout import DATASET_DIRNAME, MASK_CLASSES, OBJECT_CLASSES, read_boxes, read_labels, read_provenance
+from bbc1k.sources import SOURCES, DataError, install
 from bbc1k.validate import find_dataset, validate
 
 if TYPE_CHECKING:

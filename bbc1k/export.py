@@ -149,22 +149,9 @@ def export_learner(learn: Any, name: str, out_dir: str | os.PathLike, task: str,
 def _serving_model(network: Any, task: str) -> Any:
     if task != "classify+detect":
         return network
-    import torch
+    from bbc1k.nets import SplitBoxLogits
 
-    class SplitBoxLogits(torch.nn.Module):
-        """One graph, two named outputs: the box and the class logits."""
-
-        def __init__(self, net: torch.nn.Module) -> None:
-            super().__init__()
-            self.net = net
-
-        def forward(self, x: torch.Tensor):
-            y = self.net(x)
-            if isinstance(y, (tuple, list)):
-                return y[0], y[1]
-            return y[:, :BOX_OUTPUTS], y[:, BOX_OUTPUTS:]
-
-    return SplitBoxLogits(network)
+    return SplitBoxLogits(network, BOX_OUTPUTS)
 
 
 def _vocab(dls: Any) -> list | None:

@@ -16,13 +16,13 @@ import numpy as np
 from PIL import Image
 
 from bbc1k import layout
+from bbc1k.layout import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 DIGITS_SOURCES = ("sklearn", "mnist")
 CROP_MODES = ("object", "whole")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def load_digits(size: int = 32, source: str = "sklearn", root: str | Path = "data") -> "torch.Tensor":

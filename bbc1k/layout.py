@@ -6,16 +6,24 @@ A dataset folder (conventionally named ``bbc_train``) holds::
     masks/<stem>.png               one uint8 per pixel: 0 background, 1 brick, 2 ball, 3 cylinder
     bboxes.json                    COCO: images, annotations (bbox = [x, y, w, h] in pixels), categories
     classification_labels.csv      filename,label,label_index
+    .bbc1k-source.json             where an installed dataset came from (optional)
 
 ``label_index`` is the mask value of the object's class (brick 1, ball 2,
 cylinder 3), as in the original bbc_train.zip.
+
+The data tools (``sources``, ``validate``, ``gan_data``) and the generator
+(``bbc1k.synth``) all depend on this module and it on none of them: facts they
+share (image suffixes, a mask's box, the provenance file) live here.
 """
 from __future__ import annotations
 
 import csv
 import json
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+
+import numpy as np
 
 MASK_CLASSES: tuple[str, ...] = ("background", "brick", "ball", "cylinder")
 """Class names in mask-value order: mask pixel ``v`` belongs to ``MASK_CLASSES[v]``."""
@@ -32,6 +40,11 @@ MASKS_DIR = "masks"
 BBOXES_JSON = "bboxes.json"
 LABELS_CSV = "classification_labels.csv"
 LABELS_HEADER = ("filename", "label", "label_index")
+PROVENANCE_FILE = ".bbc1k-source.json"
+"""Written inside an installed dataset: which source, URL or generator settings made it."""
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+"""File suffixes (lower-case) taken for pictures wherever a folder of images is read."""
 
 
 def label_index(label: str) -> int:
@@ -111,3 +124,26 @@ def link_class_folders(dataset: Path | str, out: Path | str) -> Path:
         if not link.exists():
             link.symlink_to(image_path(dataset, row.filename).resolve())
     return out
+
+
+def tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """COCO ``[x, y, w, h]`` of the non-zero pixels of ``mask``."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        raise ValueError("empty mask has no box")
+    return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
+
+
+def read_provenance(dataset: Path | str) -> dict | None:
+    """The contents of the dataset's provenance file, or None when it has none."""
+    path = Path(dataset) / PROVENANCE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_provenance(dataset: Path | str, info: dict) -> Path:
+    """Record ``info`` (plus the install time, UTC) as the dataset's provenance; returns the file."""
+    info = {**info, "installed": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    path = Path(dataset) / PROVENANCE_FILE
+    path.write_text(json.dumps(info, indent=1) + "\n")
+    return path

@@ -19,6 +19,11 @@ RESIZE_METHODS = ("squish", "crop", "pad")
 OUTPUT_KINDS = ("class_logits", "box", "mask_logits", "image")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Mean and std of the real bbc1k photos' RGB (0..1): the from-scratch recipes
+# normalise with these, so the network sees roughly unit variance input. They
+# go into the model's metadata, so the app normalises the same way.
+PHOTO_MEAN = (0.63, 0.60, 0.55)
+PHOTO_STD = (0.23, 0.23, 0.23)
 
 
 @dataclass

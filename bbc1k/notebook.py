@@ -71,13 +71,15 @@ def start(seed: int, *, arch: str | None = None, n_images: int | None = None,
     ``img_size`` px with ``arch``) and how to make the run smaller."""
     import torch
 
+    from bbc1k.train.device import pick_device  # imports torch: only when a lesson starts
+
     seed_everything(seed)
     threads = torch.get_num_threads()
-    if torch.cuda.is_available():
-        rt = Runtime(device="cuda", colab=in_colab(), cpu_threads=threads)
+    device = pick_device()
+    rt = Runtime(device=device.type, colab=in_colab(), cpu_threads=threads)
+    if rt.cuda:
         print(f"Training on the GPU ({torch.cuda.get_device_name(0)}) with mixed precision.")
         return rt
-    rt = Runtime(device="cpu", colab=in_colab(), cpu_threads=threads)
     print(cpu_time_note(threads, arch=arch, n_images=n_images, img_size=img_size, epochs=epochs))
     return rt
 

@@ -12,24 +12,21 @@ dataset and never destroys an existing ``DIR/bbc_train``.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 import urllib.parse
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from bbc1k import layout
 from bbc1k.archive import ArchiveError, extract_zip
 from bbc1k.download import DownloadError, download, sha256_of
-from bbc1k.validate import IMAGE_SUFFIXES, Report, validate
+from bbc1k.layout import IMAGE_SUFFIXES, read_provenance, write_provenance
+from bbc1k.validate import Report, validate
 
-__all__ = ["DataError", "Source", "SOURCES", "install", "read_provenance", "PROVENANCE_FILE"]
+__all__ = ["DataError", "Source", "SOURCES", "install"]
 
-PROVENANCE_FILE = ".bbc1k-source.json"
-"""Written inside an installed dataset: which source, URL or generator settings made it."""
 SMALL_SYNTHETIC = 100
 
 
@@ -63,16 +60,6 @@ class DataError(RuntimeError):
 def _mirror_hint(source: str) -> str:
     return (f"point --url (url= in Python) at a mirror of the {source} archive, "
             "or use --source synthetic (source='synthetic') to generate a dataset offline")
-
-
-def read_provenance(dataset: Path | str) -> dict | None:
-    path = Path(dataset) / PROVENANCE_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _write_provenance(dataset: Path, info: dict) -> None:
-    info = {**info, "installed": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    (dataset / PROVENANCE_FILE).write_text(json.dumps(info, indent=1) + "\n")
 
 
 def _find_images_root(tree: Path) -> Path | None:
@@ -158,7 +145,7 @@ def _swap_into_place(new: Path, target: Path) -> None:
 def _finish(dataset: Path, target: Path, source: str, info: dict, progress: bool) -> Path:
     report = validate(dataset, progress=progress)
     _check_usable(report, source)
-    _write_provenance(dataset, info)
+    write_provenance(dataset, info)
     umask = os.umask(0)
     os.umask(umask)
     dataset.chmod(0o777 & ~umask)  # a folder made by mkdtemp is private (0700)

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from bbc1k import layout
+from bbc1k.layout import IMAGE_SUFFIXES, read_provenance, tight_box
 
 __all__ = ["MIN_BOX_IOU", "Report", "find_dataset", "validate"]
 
@@ -28,7 +29,6 @@ MIN_BOX_IOU = 0.5
 enough for hand-drawn boxes, tight enough to catch a box on the wrong object."""
 BOX_SLACK_PX = 1.0
 """How far (pixels) a box may poke past the image border before it is 'outside'."""
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MAX_LISTED = 5  # names quoted per problem kind in the summary's notes
 
 
@@ -113,12 +113,6 @@ def _iou(a: list[float], b: tuple[int, int, int, int]) -> float:
     inter = iw * ih
     union = a[2] * a[3] + b[2] * b[3] - inter
     return inter / union if union > 0 else 0.0
-
-
-def _tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    from bbc1k.synth import tight_box  # the one definition of a mask's box
-
-    return tight_box(mask)
 
 
 def _check_labels(dataset: Path, images: set[str], report: Report) -> dict[str, str]:
@@ -231,7 +225,7 @@ def _check_image(dataset: Path, name: str, label: str | None, box: tuple[str, li
     if label is not None and classes[0] != label:
         report.problems.append(f"{name}: class label {label!r} disagrees with the mask ({classes[0]})")
     if box is not None:
-        iou = _iou(box[1], _tight_box(mask))
+        iou = _iou(box[1], tight_box(mask))
         if iou < MIN_BOX_IOU:
             report.problems.append(f"{name}: box does not match the mask (IoU {iou:.2f} with the mask's "
                                    f"tight box < {MIN_BOX_IOU})")
@@ -249,8 +243,6 @@ def validate(path: Path | str, *, deep: bool = True, progress: bool = False) -> 
         return Report(Path(path), deep=deep, problems=[str(e)])
     report = Report(dataset, deep=deep)
     try:
-        from bbc1k.sources import read_provenance
-
         report.source = read_provenance(dataset)
     except (OSError, ValueError):
         report.source = None

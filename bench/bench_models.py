@@ -1,22 +1,28 @@
 """Models for the serving benchmark, made once and cached (``runs/bench-serve/``):
 
+    python -m bench.bench_models --photos DIR   # make (or show) them; bench.serve_bench uses them
+
 - a resnet34 classifier at 256 px trained from scratch (``pretrained=False``)
-  on the real photos: with plain PyTorch on a GPU machine by bench/train_gpu.py
-  when its weights are in runs/bench-serve/gpu/, else briefly with fastai on
-  the CPUs; wrapped in a fastai Learner and exported both as the 2020 design's
-  ``.pkl`` (``learn.export``) and as ``.onnx`` (``bbc1k.export``), plus its int8
+  on the real photos (``--photos`` or $BBC1K_PHOTOS): with plain PyTorch on a
+  GPU machine by ``python -m bench.train_gpu`` when its weights are in
+  runs/bench-serve/gpu/, else briefly with fastai on the CPUs; wrapped in a
+  fastai Learner and exported both as the 2020 design's ``.pkl``
+  (``learn.export``) and as ``.onnx`` (``bbc1k.export``), plus its int8
   quantised copy;
 - an untrained resnet34 classify+detect model and a resnet34 U-Net segmenter at
   256 px, only to measure memory with three realistic models loaded.
 """
 from __future__ import annotations
 
+import argparse
 import json
-import time
 from pathlib import Path
 
+from torch import nn
+
+from bench.common import add_photos_arg, load_note, photos_dir
+
 REPO = Path(__file__).resolve().parent.parent
-PHOTOS = Path("/work/shared/data/bbc-photos")
 CACHE = REPO / "runs" / "bench-serve"
 SIZE = 256
 SEED = 42
@@ -34,7 +40,7 @@ def _dls(photos: Path, bs: int = 16):
 
 
 GPU_WEIGHTS = CACHE / "gpu"
-"""Weights from bench/train_gpu.py (plain PyTorch on a GPU machine), when present."""
+"""Weights from ``python -m bench.train_gpu`` (plain PyTorch on a GPU machine), when present."""
 
 
 def _train_fastai(dls, epochs: int):
@@ -68,7 +74,7 @@ def _learner_from_gpu_weights(dls):
                    "valid_accuracy": info["valid_accuracy"]}
 
 
-def classifier(photos: Path = PHOTOS, epochs: int = 2, threads: int = 2) -> dict:
+def classifier(photos: Path, epochs: int = 2, threads: int = 2) -> dict:
     """The benchmark classifier (trained once, cached): ``.pkl`` (fastai
     ``learn.export``) and ``.onnx`` (``bbc1k.export``), with facts about it."""
     facts_path = CACHE / "classifier.json"
@@ -111,35 +117,38 @@ def quantized(onnx_path: str) -> str:
     return str(out)
 
 
+class Multitask(nn.Module):
+    """An untrained resnet34 body with a class head and a box head (xyxy in [-1, 1])."""
+
+    def __init__(self, n_classes: int):
+        from fastai.vision.all import create_body, create_head, resnet34
+
+        super().__init__()
+        self.body = create_body(resnet34(), pretrained=False)
+        self.cls = create_head(512, n_classes)
+        self.box = nn.Sequential(create_head(512, 4), nn.Tanh())
+
+    def forward(self, x):
+        f = self.body(x)
+        return self.cls(f), self.box(f)
+
+
 def detector_and_segmenter() -> dict[str, str]:
     """Untrained but full-size resnet34 classify+detect and U-Net segmenter exports."""
     det_path, seg_path = CACHE / "bbc-multitask.onnx", CACHE / "bbc-segmenter.onnx"
     if det_path.exists() and seg_path.exists():
         return {"detector": str(det_path), "segmenter": str(seg_path)}
     import torch
-    from fastai.vision.all import create_body, create_head, resnet34
+    from fastai.vision.all import create_body, resnet34
     from fastai.vision.models.unet import DynamicUnet
-    from torch import nn
 
     from bbc1k.export import export_onnx
     from bbc1k.layout import MASK_CLASSES, OBJECT_CLASSES
     from bbc1k.modelmeta import ModelMeta, OutputSpec
 
     torch.manual_seed(SEED)
-
-    class Multitask(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.body = create_body(resnet34(), pretrained=False)
-            self.cls = create_head(512, len(OBJECT_CLASSES))
-            self.box = nn.Sequential(create_head(512, 4), nn.Tanh())
-
-        def forward(self, x):
-            f = self.body(x)
-            return self.cls(f), self.box(f)
-
     sample = torch.randn(2, 3, SIZE, SIZE)
-    export_onnx(Multitask(), ModelMeta(
+    export_onnx(Multitask(len(OBJECT_CLASSES)), ModelMeta(
         task="classify+detect", name="bbc-multitask", classes=list(OBJECT_CLASSES), input_size=[SIZE, SIZE],
         outputs=[OutputSpec("logits", "class_logits", ["N", 3]),
                  OutputSpec("box", "box", ["N", 4], box_format="xyxy", box_range=[-1, 1])]), det_path, sample)
@@ -150,10 +159,16 @@ def detector_and_segmenter() -> dict[str, str]:
     return {"detector": str(det_path), "segmenter": str(seg_path)}
 
 
-if __name__ == "__main__":
-    import sys
-
-    sys.path.insert(0, str(REPO))
-    print(json.dumps(classifier(), indent=1)[:600])
-    print(quantized(classifier()["onnx"]))
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_photos_arg(ap)
+    photos = photos_dir(ap.parse_args().photos)
+    facts = classifier(photos)
+    print(json.dumps(facts, indent=1)[:600])
+    print(quantized(facts["onnx"]))
     print(detector_and_segmenter())
+    print(load_note())
+
+
+if __name__ == "__main__":
+    main()

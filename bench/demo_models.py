@@ -1,26 +1,27 @@
 """How the app's demo models (trained on synthetic images only) do on real photos.
 
-    python bench/demo_models.py [MODELS_DIR] [PHOTOS_DIR]
+    python -m bench.demo_models [MODELS_DIR] [--photos DIR]
 
 For every ``.onnx`` in MODELS_DIR (default ``models/``, as scripts/main.sh
 leaves it): models with class scores are scored on the photos' class folders
-(default ../shared/data/bbc-photos); a segmenter is scored by the object class
+(``--photos`` or $BBC1K_PHOTOS); a segmenter is scored by the object class
 covering most of its predicted mask. The real photos carry class labels only,
 so boxes and masks themselves are not scored here. Figures, not pass/fail.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from bbc1k.inference import decode_image, open_session, prepare
 from bbc1k.modelmeta import read_onnx_meta
+from bbc1k.serving import decode_image, open_session, prepare
+from bench.common import add_photos_arg, load_note, photos_dir
 
 REPO = Path(__file__).resolve().parent.parent
-PHOTOS = REPO.parent / "shared" / "data" / "bbc-photos"
 
 
 def photos(folder: Path) -> list[tuple[Path, str]]:
@@ -57,14 +58,16 @@ def score(model: Path, items: list[tuple[Path, str]]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    models = Path(argv[0]) if argv else REPO / "models"
-    folder = Path(argv[1]) if len(argv) > 1 else PHOTOS
-    if not folder.is_dir():
-        print(f"no photos at {folder}: nothing to score")
-        return 0
-    items = photos(folder)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("models", nargs="?", type=Path, default=REPO / "models",
+                    help="folder of exported .onnx models (default models/)")
+    add_photos_arg(ap)
+    a = ap.parse_args(argv)
+    models = a.models
+    items = photos(photos_dir(a.photos))
     majority = Counter(t for _, t in items).most_common(1)[0]
-    print(f"{len(items)} real photos; always answering {majority[0]!r} scores {majority[1] / len(items):.1%}")
+    print(f"{len(items)} real photos; always answering {majority[0]!r} scores {majority[1] / len(items):.1%} "
+          f"({load_note()})")
     for model in sorted(models.glob("*.onnx")):
         score(model, items)
     return 0

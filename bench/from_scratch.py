@@ -1,13 +1,13 @@
 """From random weights: the fast recipe against fastai's defaults, on one fixed split.
 
-    python bench/from_scratch.py                       # both, on /work/shared/data/bbc-photos
-    python bench/from_scratch.py DATA_DIR --skip-anchor --seeds 0 1 2
+    python -m bench.from_scratch --photos DIR          # both (or set BBC1K_PHOTOS=DIR)
+    python -m bench.from_scratch --photos DIR --skip-anchor --seeds 0 1 2
 
 Both contenders train with ``pretrained=False`` on the same seeded stratified
 80/20 split of a folder of class subfolders and are scored on the same
 validation photos:
 
-- recipe: ``scripts/train_from_scratch.py`` (ResNet-9, small inputs, data in
+- recipe: ``bbc1k.train.classifier`` (ResNet-9, small inputs, data in
   memory, batch augmentation, one-cycle AdamW, flip TTA), with its defaults
   and a time budget (``--time-budget``, 270 s) its schedule fits into;
 - anchor: fastai's defaults (resnet18, 128 px ``Resize``, ``aug_transforms``,
@@ -25,21 +25,19 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import train_from_scratch as recipe_mod  # noqa: E402  (the recipe lives in scripts/)
-
-DEFAULT_DATA = Path("/work/shared/data/bbc-photos")
+from bbc1k.train.classifier import Recipe, train
+from bbc1k.train.data import find_images, stratified_split
+from bbc1k.train.device import limit_cpu_threads, pick_device
+from bench.common import add_photos_arg, load_note, photos_dir
 
 
 def run_recipe(data_dir: Path, seed: int, split_seed: int, epochs: int | None,
                time_budget: float | None) -> dict:
-    recipe = recipe_mod.Recipe(seed=seed, split_seed=split_seed, time_budget=time_budget)
+    recipe = Recipe(seed=seed, split_seed=split_seed, time_budget=time_budget)
     if epochs:
         recipe.epochs = epochs
     start = time.perf_counter()
-    result = recipe_mod.train(data_dir, recipe, progress=False, log_epochs=False)
+    result = train(data_dir, recipe, progress=False, log_epochs=False)
     wall = time.perf_counter() - start
     h, w = recipe.size
     per_epoch = result.train_seconds / result.epochs_run
@@ -52,14 +50,12 @@ def run_recipe(data_dir: Path, seed: int, split_seed: int, epochs: int | None,
 
 def run_anchor(data_dir: Path, split_seed: int, epochs: int) -> dict:
     """fastai's defaults from scratch on the recipe's split."""
-    import torch
     from fastai.vision.all import (CategoryBlock, DataBlock, ImageBlock, IndexSplitter, Resize, accuracy,
                                    aug_transforms, get_image_files, parent_label, resnet18, vision_learner)
 
-    if not torch.cuda.is_available():
-        torch.set_num_threads(min(2, torch.get_num_threads()))
-    _, paths, labels = recipe_mod.find_images(data_dir)
-    _, valid_idx = recipe_mod.stratified_split(labels, 0.2, split_seed)
+    limit_cpu_threads(pick_device())
+    _, paths, labels = find_images(data_dir)
+    _, valid_idx = stratified_split(labels, 0.2, split_seed)
     files = sorted(get_image_files(data_dir))
     position = {Path(p): i for i, p in enumerate(files)}
     valid_files = [position[Path(paths[i])] for i in valid_idx]
@@ -81,8 +77,7 @@ def run_anchor(data_dir: Path, split_seed: int, epochs: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("data_dir", nargs="?", type=Path, default=DEFAULT_DATA,
-                    help=f"folder of class subfolders (default {DEFAULT_DATA})")
+    add_photos_arg(ap)
     ap.add_argument("--skip-anchor", action="store_true", help="do not train the fastai-defaults anchor")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds of the recipe")
     ap.add_argument("--split-seed", type=int, default=0)
@@ -92,20 +87,18 @@ def main(argv: list[str] | None = None) -> int:
                          "with loading and export on 2 CPU cores; a GPU finishes long before); 0: none")
     ap.add_argument("--anchor-epochs", type=int, default=12)
     args = ap.parse_args(argv)
-    if not args.data_dir.is_dir():
-        print(f"no data in {args.data_dir}: nothing to measure; skipped")
-        return 0
+    data_dir = photos_dir(args.photos)
 
-    rows = [run_recipe(args.data_dir, s, args.split_seed, args.epochs, args.time_budget or None)
+    rows = [run_recipe(data_dir, s, args.split_seed, args.epochs, args.time_budget or None)
             for s in args.seeds]
     if len(rows) > 1:
         accs = [r["acc"] for r in rows]
         print(f"recipe over {len(rows)} seeds: accuracy mean {statistics.mean(accs):.1%}, "
               f"min {min(accs):.1%}, max {max(accs):.1%}")
     if not args.skip_anchor:
-        rows.append(run_anchor(args.data_dir, args.split_seed, args.anchor_epochs))
+        rows.append(run_anchor(data_dir, args.split_seed, args.anchor_epochs))
 
-    print(f"\nfixed split: seed {args.split_seed}, 80/20 stratified, data {args.data_dir}")
+    print(f"\nfixed split: seed {args.split_seed}, 80/20 stratified, data {data_dir}; {load_note()}")
     print(f"{'variant':<40} {'device':>7} {'epochs':>6} {'accuracy':>9} {'wall s':>8} {'img/s':>7}")
     for r in rows:
         print(f"{r['variant']:<40} {r['device']:>7} {r['epochs']:>6} {r['acc']:>9.1%} "

@@ -3,12 +3,12 @@
 # torch but no fastai and no internet:
 #
 #   1. the from-scratch recipe beside fastai's defaults, alone on the card
-#      (bench/from_scratch.py: accuracy, img/s, time to the anchor's accuracy);
+#      (python -m bench.from_scratch: accuracy, img/s, time to the anchor's accuracy);
 #   2. the four lessons at their full default settings (PRETRAINED=False: no
 #      ImageNet download there), executed by papermill, together with
-#      bench/recipe_sweep.py filling the rest of the card.
+#      python -m bench.recipe_sweep filling the rest of the card.
 #
-#   OUT=/tmp/gpu-check bash bench/gpu_check.sh
+#   OUT=/tmp/gpu-check PHOTOS=DIR bash bench/gpu_check.sh     (from the repository root)
 #
 # Wheels in .whl/ (fastai, papermill, ipykernel and what they need, for the
 # machine's Python; fastprogress 1.0.3, since 1.1 imports python-fasthtml)
@@ -19,7 +19,7 @@
 # SWEEP_ARGS="--variants base --seeds 0".
 set -u
 OUT=${OUT:-/tmp/gpu-check}
-PHOTOS=${PHOTOS:-data/bbc-photos}
+PHOTOS=${PHOTOS:-${BBC1K_PHOTOS:-data/bbc-photos}}
 DEADLINE=${DEADLINE:-560}
 SCALE=${SCALE:-1}
 LESSONS=${LESSONS:-01 02 03 04}
@@ -45,8 +45,8 @@ stamp "environment"
 } >>"$LOG" 2>&1
 
 stamp "recipe beside fastai's defaults, alone on the card"
-timeout "$(left)" "$PY" bench/from_scratch.py "$PHOTOS" --time-budget 0 \
-  --epochs "$("$PY" -c "import sys; sys.path.insert(0, 'scripts'); import train_from_scratch as r; print(max(1, round(r.Recipe().epochs * $SCALE)))")" \
+timeout "$(left)" "$PY" -m bench.from_scratch --photos "$PHOTOS" --time-budget 0 \
+  --epochs "$("$PY" -c "from bbc1k.train.classifier import Recipe; print(max(1, round(Recipe().epochs * $SCALE)))")" \
   --anchor-epochs "$("$PY" -c "print(max(1, round(12 * $SCALE)))")" >>"$LOG" 2>&1
 
 stamp "the lessons' dataset"
@@ -54,7 +54,7 @@ stamp "the lessons' dataset"
 
 stamp "sweep and lessons together"
 # shellcheck disable=SC2086  # SWEEP_ARGS is a list of options
-OMP_NUM_THREADS=1 timeout "$(left)" "$PY" bench/recipe_sweep.py "$PHOTOS" --epochs-scale "$SCALE" \
+OMP_NUM_THREADS=1 timeout "$(left)" "$PY" -m bench.recipe_sweep --photos "$PHOTOS" --epochs-scale "$SCALE" \
   --jsonl "$OUT/sweep.jsonl" $SWEEP_ARGS >>"$LOG" 2>&1 &
 sweep=$!
 pids=()

@@ -1,9 +1,9 @@
 """Variants of the from-scratch recipe, several seeds each, side by side.
 
-    python bench/recipe_sweep.py [DATA_DIR] [--variants base cutmix ...] [--seeds 0 1 2]
+    python -m bench.recipe_sweep --photos DIR [--variants base cutmix ...] [--seeds 0 1 2]
                                  [--parallel 8] [--jsonl results.jsonl]
 
-Each variant is the recipe (``scripts/train_from_scratch.py``) with a few
+Each variant is the recipe (``bbc1k.train.classifier``) with a few
 settings changed and a fixed number of epochs: the number that fits in about
 270 s of training on this project's 2-core CPU (bfloat16 on AMX, measured
 per epoch with ``--eval-every`` large), so a GPU, where all of them take
@@ -24,8 +24,8 @@ import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = Path("/work/shared/data/bbc-photos")
+from bbc1k.train.classifier import Recipe, train
+from bench.common import add_photos_arg, load_note, photos_dir
 
 # name -> Recipe settings (width 24 unless given); "epochs" from 2-core CPU seconds per epoch (bf16):
 # w24 72x96 1.30 s, w24 96x128 2.20 s, w16 72x96 0.75 s; most promising first.
@@ -47,12 +47,8 @@ VARIANTS: dict[str, dict] = {
 
 
 def run_one(data_dir: str, name: str, settings: dict, seed: int, eval_every: int) -> dict:
-    sys.path.insert(0, str(ROOT / "scripts"))
-    sys.path.insert(0, str(ROOT))
-    import train_from_scratch as recipe_mod
-
-    recipe = recipe_mod.Recipe(seed=seed, eval_every=eval_every, **settings)
-    result = recipe_mod.train(data_dir, recipe, progress=False, log_epochs=False)
+    recipe = Recipe(seed=seed, eval_every=eval_every, **settings)
+    result = train(data_dir, recipe, progress=False, log_epochs=False)
     curve = [(h["seconds"], h["valid_acc"]) for h in result.history if h["valid_acc"] is not None]
     to_90 = next((s for s, a in curve if a >= 0.9), None)
     return {"variant": name, "seed": seed, "acc": result.valid_acc, "epochs": result.epochs_run,
@@ -62,7 +58,7 @@ def run_one(data_dir: str, name: str, settings: dict, seed: int, eval_every: int
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("data_dir", nargs="?", type=Path, default=DEFAULT_DATA)
+    add_photos_arg(ap)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--parallel", type=int, default=1, help="runs at a time (default 1)")
@@ -71,13 +67,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="multiply every variant's epochs (a quick check: 0.02)")
     ap.add_argument("--jsonl", type=Path, default=None, help="append each run's figures to this file")
     args = ap.parse_args(argv)
-    if not args.data_dir.is_dir():
-        print(f"no data in {args.data_dir}: nothing to measure; skipped")
-        return 0
+    data_dir = photos_dir(args.photos)
 
     variants = {v: {**VARIANTS[v], "epochs": max(1, round(VARIANTS[v]["epochs"] * args.epochs_scale))}
                 for v in args.variants}
-    jobs = [(str(args.data_dir), v, variants[v], s, args.eval_every) for v in args.variants for s in args.seeds]
+    jobs = [(str(data_dir), v, variants[v], s, args.eval_every) for v in args.variants for s in args.seeds]
     rows: list[dict] = []
     # spawn: a forked CUDA context cannot be used in the child
     with ProcessPoolExecutor(args.parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -91,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                 with args.jsonl.open("a") as f:
                     f.write(json.dumps(row) + "\n")
 
-    print(f"\n{'variant':<20} {'settings':<48} {'mean':>6} {'min':>6} {'max':>6}")
+    print(f"\n{load_note()}; data {data_dir}")
+    print(f"{'variant':<20} {'settings':<48} {'mean':>6} {'min':>6} {'max':>6}")
     for v in args.variants:
         accs = [r["acc"] for r in rows if r["variant"] == v]
         if not accs:

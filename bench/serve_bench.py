@@ -1,11 +1,11 @@
 """Serving benchmark: the 2020 design against this app, side by side, in one run.
 
-    python bench/serve_bench.py [--requests 240] [--clients 8 32]
-    python bench/serve_bench.py --startup [DIR ...] [--repeats 5]   # cold start and memory only
+    python -m bench.serve_bench --photos DIR [--requests 240] [--clients 8 32]
+    python -m bench.serve_bench --photos DIR --startup [DIR ...] [--repeats 5]   # cold start and memory only
 
 The same resnet34 classifier at 256 px (trained briefly from scratch on the
-real photos, cached in runs/bench-serve/; see bench/bench_models.py) is served
-on loopback by ``app/server.py`` three ways:
+real photos of ``--photos`` or $BBC1K_PHOTOS, cached in runs/bench-serve/; see
+bench.bench_models) is served on loopback by ``python -m app`` three ways:
 
 - 2020 design: the fastai ``.pkl`` through ``load_learner``, ``learn.predict``
   on one image per request (``--allow-pickle``);
@@ -32,13 +32,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from bbc1k.serving.runtime import cpu_count
+from bench import bench_models
+from bench.common import add_photos_arg, load_note, photos_dir
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
-
-import bench_models  # noqa: E402
-
-SERVER = REPO / "app" / "server.py"
 
 
 def free_port() -> int:
@@ -57,8 +55,8 @@ class Server:
         self.started = time.perf_counter()
         with open(log, "wb") as f:
             self.proc = subprocess.Popen(
-                [sys.executable, str(SERVER), "serve", "--host", "127.0.0.1", "--port", str(self.port), *args],
-                stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+                [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(self.port), *args],
+                stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=REPO)
         self.cold_start_s = self._wait_ready()
 
     def _wait_ready(self, timeout: float = 300) -> float:
@@ -147,8 +145,8 @@ def accuracy(facts: dict, int8: str, limit: int | None) -> dict:
     from fastai.learner import load_learner
     from fastai.vision.core import PILImage
 
-    from bbc1k.inference import decode_image, open_session, prepare, softmax
     from bbc1k.modelmeta import read_onnx_meta
+    from bbc1k.serving import decode_image, open_session, prepare, softmax
 
     torch.set_num_threads(2)
     items = [Path(p) for p in facts["valid_items"]][:limit]
@@ -176,7 +174,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=240, help="requests per client count (default 240)")
     ap.add_argument("--clients", type=int, nargs="+", default=[8, 32])
-    ap.add_argument("--photos", type=Path, default=bench_models.PHOTOS)
+    add_photos_arg(ap)
     ap.add_argument("--no-int8", action="store_true", help="skip the int8 server")
     ap.add_argument("--accuracy-limit", type=int, default=None, help="use only the first N held-out photos")
     ap.add_argument("--startup", nargs="*", metavar="DIR",
@@ -184,6 +182,7 @@ def main() -> None:
                          "(bbc-classifier, bbc-multitask, bbc-segmenter .onnx) from each DIR")
     ap.add_argument("--repeats", type=int, default=5, help="server starts per configuration (default 5)")
     a = ap.parse_args()
+    a.photos = photos_dir(a.photos)
     if a.startup is not None:
         main_startup(a)
         return
@@ -204,7 +203,7 @@ def main() -> None:
     if not a.no_int8:
         variants["ONNX int8"] = ["--classifier", int8]
     print(f"\nserving ({a.requests} requests per client count, {len(photos)} real photos, "
-          f"CPUs {bench_models_cpus()}):", flush=True)
+          f"CPUs {cpu_count()}; {load_note()}):", flush=True)
     res = serve_variants(variants, photos, a.clients, a.requests, logs)
 
     print("\nsummary:")
@@ -219,7 +218,7 @@ def main() -> None:
                   f"p99 {r['p99'] / b['p99']:.2f}x, p50 {r['p50'] / b['p50']:.2f}x")
 
     print("\nthree models loaded (classifier + resnet34 classify+detect + resnet34 U-Net at 256 px, all tasks, "
-          "segmenter batches of 2 at most):", flush=True)
+          f"segmenter batches of 2 at most; {load_note()}):", flush=True)
     for label, paths in (("float32", [facts["onnx"], three["detector"], three["segmenter"]]),
                          ("int8", [int8, bench_models.quantized(three["detector"]),
                                    bench_models.quantized(three["segmenter"])])):
@@ -274,12 +273,6 @@ def startup(configs: dict[str, list[str]], repeats: int, photos: list[bytes], lo
               f"errors {sum(r[6] for r in rows)})", flush=True)
 
 
-def bench_models_cpus() -> int:
-    from bbc1k.inference import cpu_count
-
-    return cpu_count()
-
-
 def main_startup(a: argparse.Namespace) -> None:
     facts = bench_models.classifier(a.photos)
     int8 = bench_models.quantized(facts["onnx"])
@@ -297,8 +290,7 @@ def main_startup(a: argparse.Namespace) -> None:
     photos = [p.read_bytes() for p in sorted(a.photos.glob("*/*.jpg"))[::10]]
     logs = bench_models.CACHE / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    print(f"cold start and memory ({a.repeats} starts each, CPUs {bench_models_cpus()}, "
-          f"load average {os.getloadavg()[0]:.1f}):", flush=True)
+    print(f"cold start and memory ({a.repeats} starts each, CPUs {cpu_count()}; {load_note()}):", flush=True)
     startup(configs, a.repeats, photos, logs)
 
 

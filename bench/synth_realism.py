@@ -1,15 +1,15 @@
 """How real is the synthetic data? Train on synthetic pictures only, test on every real photo.
 
-    python bench/synth_realism.py                       # 1500 synthetic images, up to 240 s of training
-    python bench/synth_realism.py --n 3000 --time-budget 300 --keep /tmp/synth3000
+    python -m bench.synth_realism --photos DIR          # 1500 synthetic images, up to 240 s of training
+    python -m bench.synth_realism --photos DIR --n 3000 --time-budget 300 --keep /tmp/synth3000
 
-The classifier is the fast from-scratch recipe, ``scripts/train_from_scratch.py``
+The classifier is the fast from-scratch recipe, ``bbc1k.train.classifier``
 (ResNet-9 on in-memory tensors with batch augmentation), trained on a
 synthetic dataset laid out as class subfolders. Its own validation split is
 synthetic too, so the run first shows that the model FITS the synthetic data
 (train and validation accuracy); only then does the accuracy on the real
-photos (``--photos``: ball/, brick/, cylinder/ subfolders, used only for
-testing) say how realistic the pictures are, rather than how little the
+photos (``--photos`` or ``$BBC1K_PHOTOS``: ball/, brick/, cylinder/
+subfolders, used only for testing) say how realistic the pictures are, rather than how little the
 model learnt. Prints that accuracy next to chance (always answering the
 largest class) and a confusion table. CPU, two threads: a few minutes.
 """
@@ -23,22 +23,20 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
 
 from bbc1k import layout
 from bbc1k.synth import generate
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import train_from_scratch as recipe_mod  # noqa: E402  (the recipe lives in scripts/)
-
-DEFAULT_PHOTOS = Path("/work/shared/data/bbc-photos")
+from bbc1k.train.classifier import Recipe, Result, evaluate, train
+from bbc1k.train.data import find_images, load_images, stratified_split
+from bbc1k.train.device import pick_device
+from bbc1k.train.schedule import Normalise
+from bench.common import add_photos_arg, load_note, photos_dir
 
 
-def predict(model, x_uint8, norm, batch_size: int = 128) -> np.ndarray:
+def predict(model: nn.Module, x_uint8: torch.Tensor, norm: Normalise, batch_size: int = 128) -> np.ndarray:
     """Class indices predicted by ``model`` (in eval mode) for uint8 images N x 3 x H x W."""
-    import torch
-
     out = []
     with torch.no_grad():
         for i in range(0, len(x_uint8), batch_size):
@@ -59,16 +57,16 @@ def report(name: str, classes: list[str], y: np.ndarray, pred: np.ndarray) -> fl
     return acc
 
 
-def synthetic_fit(result, recipe, data_dir: Path, norm, limit: int = 600) -> tuple[float, float]:
+def synthetic_fit(result: Result, recipe: Recipe, data_dir: Path, norm: Normalise,
+                  limit: int = 600) -> tuple[float, float]:
     """Accuracy on (un-augmented) synthetic training images and on the synthetic validation split."""
-    import torch
-
-    _, paths, labels = recipe_mod.find_images(data_dir)
-    train_idx, valid_idx = recipe_mod.stratified_split(labels, recipe.valid_frac, recipe.split_seed)
+    device = next(result.model.parameters()).device
+    _, paths, labels = find_images(data_dir)
+    train_idx, valid_idx = stratified_split(labels, recipe.valid_frac, recipe.split_seed)
     accs = []
     for idx in (train_idx[:: max(1, len(train_idx) // limit)], valid_idx):
-        x = recipe_mod.load_images([paths[i] for i in idx], recipe.size)
-        accs.append(recipe_mod.evaluate(result.model, x, torch.from_numpy(labels[idx]), norm))
+        x = load_images([paths[i] for i in idx], recipe.size).to(device)
+        accs.append(evaluate(result.model, x, torch.from_numpy(labels[idx]).to(device), norm))
     return accs[0], accs[1]
 
 
@@ -87,17 +85,16 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=16, help="channels of the first stage (default 16)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--seed", type=int, default=0, help="synthetic dataset seed (and training seed)")
-    ap.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS, help="real photos: <dir>/{ball,brick,cylinder}/*.jpg")
+    add_photos_arg(ap, " (here ball/, brick/, cylinder/)")
     ap.add_argument("--keep", type=Path, help="generate into (or reuse) this folder instead of a temporary one")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes rendering")
     args = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # progress shows up when piped to a file
 
-    if not all((args.photos / c).is_dir() for c in layout.OBJECT_CLASSES):
-        print(f"no real photos in {args.photos} (expected ball/, brick/, cylinder/): nothing to compare against; skipped")
-        return
-    import torch
-
+    photos = photos_dir(args.photos)
+    if not all((photos / c).is_dir() for c in layout.OBJECT_CLASSES):
+        raise SystemExit(f"no real photos in {photos} (expected ball/, brick/, cylinder/): nothing to compare against")
+    print(load_note())
     torch.set_num_threads(args.threads)  # the recipe uses at most this many
     with tempfile.TemporaryDirectory() as tmp:
         data = args.keep or Path(tmp) / "bbc_train"
@@ -108,31 +105,31 @@ def main() -> None:
                   f"in {time.perf_counter() - start:.0f} s")
         folders = layout.link_class_folders(data, Path(tmp) / "by_class")
 
-        recipe = recipe_mod.Recipe(size=tuple(args.size), width=args.width, epochs=args.epochs, seed=args.seed,
-                                   time_budget=args.time_budget or None)
+        recipe = Recipe(size=tuple(args.size), width=args.width, epochs=args.epochs, seed=args.seed,
+                        time_budget=args.time_budget or None)
         h, w = recipe.size
         print(f"training resnet9(width={recipe.width}) at {w}x{h} on synthetic images only "
               f"({args.epochs} epochs, time budget {args.time_budget:.0f} s)")
-        result = recipe_mod.train(folders, recipe, progress=False)
+        result = train(folders, recipe, progress=False)
         print(f"trained {result.epochs_run} epochs in {result.train_seconds:.0f} s on {result.device}")
 
-        device = recipe_mod.pick_device()
-        norm = recipe_mod.Normalise(torch.tensor(recipe_mod.PHOTO_MEAN, device=device).view(1, 3, 1, 1),
-                                    torch.tensor(recipe_mod.PHOTO_STD, device=device).view(1, 3, 1, 1))
+        device = pick_device()
+        norm = Normalise.photos(device)
         result.model.eval()
         train_acc, valid_acc = synthetic_fit(result, recipe, folders, norm)
         print(f"synthetic: train accuracy {train_acc:.1%}, validation accuracy {valid_acc:.1%} "
               "(the model must fit these for the figure below to mean anything)")
 
-    classes, paths, labels = recipe_mod.find_images(args.photos)
+    classes, paths, labels = find_images(photos)
     unknown = sorted(set(classes) - set(result.classes))
     if unknown:
-        raise SystemExit(f"{args.photos}: class folder(s) {unknown} are not synthetic classes {result.classes}")
-    x = recipe_mod.load_images(paths, recipe.size).to(device)
+        raise SystemExit(f"{photos}: class folder(s) {unknown} are not synthetic classes {result.classes}")
+    x = load_images(paths, recipe.size).to(device)
     pred = predict(result.model, x, norm)
     # Report in the photo folders' class order, mapping the model's indices by name.
     to_photo = np.array([classes.index(c) if c in classes else -1 for c in result.classes])
     report("real photos", classes, labels, to_photo[pred])
+    print(load_note())
 
 
 if __name__ == "__main__":

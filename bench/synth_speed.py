@@ -1,6 +1,6 @@
 """How fast bbc1k.synth writes a dataset: images per second, whole pipeline (render + JPEG + PNG + index).
 
-    python bench/synth_speed.py --n 1000 --workers 2
+    python -m bench.synth_speed --n 1000 --workers 2
 
 Prints wall time and images/s for each worker count asked for, measured one
 after the other in this run. The machine may be shared: figures are noisy.

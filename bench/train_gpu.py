@@ -2,10 +2,11 @@
 for a machine that has a GPU but no fastai. bench_models.py wraps the weights
 in a fastai Learner (for the 2020 design's .pkl) and exports the ONNX.
 
-    python bench/train_gpu.py PHOTOS_DIR OUT_DIR [--epochs 30]
+    python -m bench.train_gpu --photos PHOTOS_DIR OUT_DIR [--epochs 30]
 
-PHOTOS_DIR holds <class>/<name>.jpg and split.json ({"train": [...], "valid": [...]});
-the weights are written to OUT_DIR in parts of at most 15 MB (resnet34.pt.000, ...).
+PHOTOS_DIR (``--photos`` or ``$BBC1K_PHOTOS``) holds <class>/<name>.jpg and
+split.json ({"train": [...], "valid": [...]}); the weights are written to
+OUT_DIR in parts of at most 15 MB (resnet34.pt.000, ...).
 """
 from __future__ import annotations
 
@@ -20,9 +21,13 @@ import torch
 import torchvision
 from PIL import Image
 
+from bbc1k.modelmeta import IMAGENET_MEAN, IMAGENET_STD
+from bbc1k.train.device import pick_device
+from bench.common import add_photos_arg, load_note, photos_dir
+
 SIZE = 256
-MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-STD = np.array([0.229, 0.224, 0.225], np.float32)
+MEAN = np.array(IMAGENET_MEAN, np.float32)  # fastai's normalisation, which bench_models.py keeps
+STD = np.array(IMAGENET_STD, np.float32)
 PART = 15 * 1000 * 1000
 
 
@@ -36,18 +41,19 @@ def load(root: Path, names: list[str], classes: list[str]) -> tuple[torch.Tensor
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("photos", type=Path)
-    ap.add_argument("out", type=Path)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_photos_arg(ap, "; it must hold split.json")
+    ap.add_argument("out", type=Path, help="folder for the weights (resnet34.pt.000, ...) and train.json")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--bs", type=int, default=32)
     a = ap.parse_args()
+    photos = photos_dir(a.photos)
     torch.manual_seed(42)
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
-    split = json.loads((a.photos / "split.json").read_text())
+    dev = pick_device()
+    split = json.loads((photos / "split.json").read_text())
     classes = sorted({n.split("/")[0] for n in split["train"]})  # fastai's vocab order
-    xt, yt = load(a.photos, split["train"], classes)
-    xv, yv = load(a.photos, split["valid"], classes)
+    xt, yt = load(photos, split["train"], classes)
+    xv, yv = load(photos, split["valid"], classes)
     xt, yt, xv, yv = xt.to(dev), yt.to(dev), xv.to(dev), yv.to(dev)
     model = torchvision.models.resnet34(weights=None, num_classes=len(classes)).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
@@ -81,9 +87,9 @@ def main() -> None:
     for n, i in enumerate(range(0, len(data), PART)):
         (a.out / f"resnet34.pt.{n:03d}").write_bytes(data[i:i + PART])
     (a.out / "train.json").write_text(json.dumps({"classes": classes, "epochs": a.epochs, "seconds": round(took, 1),
-                                                  "valid_accuracy": acc, "device": dev,
+                                                  "valid_accuracy": acc, "device": dev.type,
                                                   "torch": torch.__version__}))
-    print(f"trained in {took:.1f} s on {dev}; {len(data) / 1e6:.1f} MB of weights")
+    print(f"trained in {took:.1f} s on {dev}; {len(data) / 1e6:.1f} MB of weights; {load_note()}")
 
 
 if __name__ == "__main__":

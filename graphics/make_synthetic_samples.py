@@ -1,6 +1,6 @@
 """Draw graphics/synthetic-samples.jpg: a grid of synthetic samples with their masks and boxes.
 
-    python graphics/make_synthetic_samples.py [--seed 0] [--n 12]
+    python -m graphics.make_synthetic_samples [--seed 0] [--n 12]
 
 Each tile shows the rendered picture with its mask tinted in the class colour,
 the mask's outline and tight box, and the label.
@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from bbc1k.synth import render_sample, tight_box
+from bbc1k.layout import tight_box
+from bbc1k.synth import render_sample
 
 OUT = Path(__file__).with_name("synthetic-samples.jpg")
 TINT = {1: (255, 80, 40), 2: (40, 200, 255), 3: (140, 255, 60)}  # brick, ball, cylinder

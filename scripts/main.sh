@@ -15,4 +15,4 @@ export CLASSIFIER="${CLASSIFIER:-models/bbc-classifier.onnx}"
 export DETECTOR="${DETECTOR:-models/bbc-detector.onnx}"  # a box only: the classifier names it
 export SEGMENTER="${SEGMENTER:-models/bbc-segmenter.onnx}"
 echo "==> serving at http://${HOST:-127.0.0.1}:${PORT:-5000} (Ctrl-C stops)"
-exec "$PY" app/server.py serve --host "${HOST:-127.0.0.1}" --port "${PORT:-5000}"
+exec "$PY" -m app serve --host "${HOST:-127.0.0.1}" --port "${PORT:-5000}"

@@ -11,9 +11,9 @@ lesson 03's networks call every pixel background; lesson 02's boxes reach an
 IoU of 0.13). Offline, the demo models come from the from-scratch recipes,
 trained on the same synthetic images instead:
 
-- the classifier from scripts/train_from_scratch.py;
+- the classifier from ``python -m bbc1k train classifier`` (bbc1k.train.classifier);
 - the segmenter, and a detector that boxes its mask, from
-  scripts/train_segmenter_from_scratch.py.
+  ``python -m bbc1k train segmenter`` (bbc1k.train.segmenter).
 """
 from __future__ import annotations
 
@@ -44,13 +44,13 @@ LESSONS = [
 # The models the app serves (scripts/main.sh).
 SERVED = ["bbc-classifier", "bbc-detector", "bbc-segmenter"]
 
-# Offline (no ImageNet weights): (models, script, its arguments, whether it
-# reads one folder per class rather than the dataset itself). The recipes fit
-# their schedules into SCRATCH_SECONDS of training each.
+# Offline (no ImageNet weights): (models, the recipe of `bbc1k train`, its
+# arguments, whether it reads one folder per class rather than the dataset
+# itself). The recipes fit their schedules into SCRATCH_SECONDS of training each.
 SCRATCH_SECONDS = 150
 OFFLINE = [
-    (["bbc-classifier"], "train_from_scratch.py", ["--name", "bbc-classifier"], True),
-    (["bbc-segmenter", "bbc-detector"], "train_segmenter_from_scratch.py",
+    (["bbc-classifier"], "classifier", ["--name", "bbc-classifier"], True),
+    (["bbc-segmenter", "bbc-detector"], "segmenter",
      ["--name", "bbc-segmenter", "--detector", "bbc-detector"], False),
 ]
 
@@ -67,15 +67,16 @@ def pretrained_available(arch: str) -> bool:
         return False
 
 
-def train_offline(script: str, args: list[str], class_folders: bool, models: Path, runs: Path) -> float:
-    """Models from random weights, by a from-scratch recipe on the synthetic set."""
+def train_offline(recipe: str, args: list[str], class_folders: bool, models: Path, runs: Path) -> float:
+    """Models from random weights, by a from-scratch recipe on the synthetic set
+    (a process of its own, as a user would run it: its threads and memory go with it)."""
     from bbc1k.data import get
     from bbc1k.layout import link_class_folders
 
     start = time.perf_counter()
     dataset = get(COMMON["DATA_SOURCE"], ROOT / COMMON["DATA_DIR"], n_images=COMMON["N_IMAGES"], seed=COMMON["SEED"])
     data = link_class_folders(dataset, runs / "classifier-images") if class_folders else dataset
-    subprocess.run([sys.executable, str(ROOT / "scripts" / script), str(data), "--out", str(models),
+    subprocess.run([sys.executable, "-m", "bbc1k", "train", recipe, str(data), "--out", str(models),
                     "--seed", str(COMMON["SEED"]), "--time-budget", str(SCRATCH_SECONDS), *args], check=True)
     return time.perf_counter() - start
 
@@ -108,11 +109,11 @@ def main(argv: list[str] | None = None) -> int:
                  lambda nb=notebook, own=own: run_lesson(nb, {**COMMON, **own, "PRETRAINED": True}, runs))
                 for notebook, names, own in LESSONS]
     else:
-        jobs = [(names, f"{', '.join(names)}: offline, so {script} trains from random weights "
-                        f"({SCRATCH_SECONDS} s of training)",
-                 lambda script=script, extra=extra, folders=folders:
-                     train_offline(script, extra, folders, models, runs))
-                for names, script, extra, folders in OFFLINE]
+        jobs = [(names, f"{', '.join(names)}: offline, so `bbc1k train {recipe}` trains from random "
+                        f"weights ({SCRATCH_SECONDS} s of training)",
+                 lambda recipe=recipe, extra=extra, folders=folders:
+                     train_offline(recipe, extra, folders, models, runs))
+                for names, recipe, extra, folders in OFFLINE]
     for names, what, job in jobs:
         wanted = [models / f"{n}.onnx" for n in names]
         if not args.retrain and all(p.exists() for p in wanted):

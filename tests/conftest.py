@@ -2,6 +2,9 @@
 
 * ``synthetic_dataset``: a small synthetic ``bbc_train`` (24 images, 128x96),
   made once per session. Read-only: copy it (``shutil.copytree``) to change it.
+* ``tiny_models``: tiny real ONNX exports by role (classifier, detector,
+  segmenter; see tests/tiny_onnx.py), made once per session, for the app and
+  serving tests.
 * ``http_server``: a real HTTP server on 127.0.0.1 in a thread, serving what a
   test registers (with Range support and scripted faults), recording every
   request. Tests never touch the internet.
@@ -28,6 +31,14 @@ def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("synthetic") / "bbc_train"
     return generate(out, n=SYNTH_N, seed=0, size=SYNTH_SIZE, workers=1, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny real ONNX exports, by role (``classifier``, ``detector``, ``segmenter``)."""
+    from tests.tiny_onnx import make_models  # torch: imported only by the tests that need these
+
+    return make_models(tmp_path_factory.mktemp("tiny-models"))
 
 
 @dataclass

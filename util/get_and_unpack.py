@@ -9,13 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-try:
-    from bbc1k.cli import main as bbc1k_main
-except ImportError:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from bbc1k.cli import main as bbc1k_main
+from bbc1k.cli import main as bbc1k_main
 
 
 def main(argv: list[str] | None = None) -> int:

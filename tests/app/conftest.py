@@ -1,5 +1,6 @@
-"""Fixtures of the app tests: tiny real ONNX models made by bbc1k.export, and
-real servers (``python app/server.py serve``) on free loopback ports."""
+"""Fixtures of the app tests: real servers (``python app/server.py serve``) on
+free loopback ports, over the tiny real ONNX models of tests/conftest.py
+(``tiny_models``)."""
 from __future__ import annotations
 
 import io
@@ -16,65 +17,7 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # the app package lives at the repository root
-    sys.path.insert(0, str(REPO))
 SERVER = REPO / "app" / "server.py"
-INPUT = 32
-BOX = (-0.5, -0.5, 0.5, 0.5)  # the tiny detector's constant box, in [-1, 1] model-input units
-
-
-def make_models(folder: Path) -> dict[str, Path]:
-    """classifier (squish), classify+detect (crop, constant box) and segmenter
-    (pad; class 3 where the red channel is bright, else background)."""
-    import torch
-    from torch import nn
-
-    from bbc1k.export import export_onnx
-    from bbc1k.modelmeta import ModelMeta, OutputSpec
-
-    torch.manual_seed(0)
-    classes = ["brick", "ball", "cylinder"]
-    sample = torch.rand(2, 3, INPUT, INPUT)
-
-    def features() -> nn.Module:
-        return nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                             nn.Flatten(), nn.Linear(4, 3))
-
-    class Detector(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.head = features()
-            self.register_buffer("box", torch.tensor([BOX]))
-
-        def forward(self, x):
-            return self.head(x), x[:, :1, 0, 0] * 0 + self.box
-
-    seg = nn.Conv2d(3, 4, 1)
-    with torch.no_grad():
-        seg.weight.zero_()
-        seg.bias.copy_(torch.tensor([0.0, -5.0, -5.0, 0.0]))
-        seg.weight[3, 0, 0, 0] = 10.0  # class 3 where normalised red > 0
-
-    folder.mkdir(parents=True, exist_ok=True)
-    out = {}
-    out["classifier"] = export_onnx(features(), ModelMeta(
-        task="classify", name="tiny-classifier", classes=classes, input_size=[INPUT, INPUT], resize="squish",
-        outputs=[OutputSpec("logits", "class_logits", ["N", 3])]), folder / "classifier.onnx", sample)
-    out["detector"] = export_onnx(Detector(), ModelMeta(
-        task="classify+detect", name="tiny-detector", classes=classes, input_size=[INPUT, INPUT], resize="crop",
-        outputs=[OutputSpec("logits", "class_logits", ["N", 3]),
-                 OutputSpec("box", "box", ["N", 4], box_format="xyxy", box_range=[-1, 1])]),
-        folder / "detector.onnx", sample)
-    out["segmenter"] = export_onnx(seg, ModelMeta(
-        task="segment", name="tiny-segmenter", classes=["background", *classes], input_size=[INPUT, INPUT],
-        resize="pad", outputs=[OutputSpec("mask", "mask_logits", ["N", 4, INPUT, INPUT])]),
-        folder / "segmenter.onnx", sample)
-    return out
-
-
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    return make_models(tmp_path_factory.mktemp("tiny-models"))
 
 
 def free_port() -> int:
@@ -102,8 +45,10 @@ class Server:
                 self.proc.wait()
 
 
-def launch(tmp: Path, *args: str, env: dict[str, str] | None = None, python: str = sys.executable) -> Server:
-    """Start ``python app/server.py serve`` on a free port (not waiting)."""
+def launch(tmp: Path, *args: str, env: dict[str, str] | None = None, python: str = sys.executable,
+           entry: tuple[str, ...] = (str(SERVER),), cwd: Path | None = None) -> Server:
+    """Start ``python app/server.py serve`` (or ``python *entry serve``, e.g.
+    ``entry=("-m", "app")``) on a free port, in ``cwd`` (default ``tmp``), not waiting."""
     port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     log = tmp / f"server-{port}.log"
@@ -111,8 +56,8 @@ def launch(tmp: Path, *args: str, env: dict[str, str] | None = None, python: str
                 if k not in ("CLASSIFIER", "DETECTOR", "SEGMENTER", "MODEL_CACHE", "PORT", "HOST")}
     full_env.update({"MODEL_CACHE": str(tmp / "cache"), "PYTHONUNBUFFERED": "1", **(env or {})})
     with open(log, "wb") as f:
-        proc = subprocess.Popen([python, str(SERVER), "serve", "--host", "127.0.0.1", "--port", str(port), *args],
-                                stdout=f, stderr=subprocess.STDOUT, env=full_env, cwd=tmp)
+        proc = subprocess.Popen([python, *entry, "serve", "--host", "127.0.0.1", "--port", str(port), *args],
+                                stdout=f, stderr=subprocess.STDOUT, env=full_env, cwd=cwd or tmp)
     return Server(proc, f"http://127.0.0.1:{port}", log)
 
 

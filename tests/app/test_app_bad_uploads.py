@@ -13,6 +13,9 @@ import pytest
 from conftest import encode, jpeg_bytes, post_image
 from PIL import Image
 
+from app.errors import IMAGE_ERROR_STATUS, image_error_status
+from bbc1k.serving.decode import BadImage, ImageError, ImageTooLarge, NotAnImage
+
 LIMIT = 10 * 1024 * 1024
 
 
@@ -33,6 +36,15 @@ def assert_error(r: httpx.Response, status: int, words: str) -> None:
     assert r.status_code == status, r.text
     body = r.json()
     assert body["status"] == status and words in body["error"].lower(), body
+
+
+def test_each_image_error_has_its_status():
+    """bbc1k.serving's errors carry no HTTP status: the app maps each class to one."""
+    assert image_error_status(NotAnImage("x")) == 415
+    assert image_error_status(ImageTooLarge("x")) == 413
+    assert image_error_status(BadImage("x")) == 422
+    assert image_error_status(ImageError("x")) == 422  # any other unusable upload
+    assert set(IMAGE_ERROR_STATUS) == {NotAnImage, ImageTooLarge, BadImage}
 
 
 def test_text_file_is_415(server):

@@ -2,7 +2,7 @@
 show an error for a text file, fit a phone's width.
 
 Screenshots go to $BBC1K_SCREENSHOT_DIR (default: the test's tmp dir). To
-refresh the README's picture run ``python app/screenshot.py`` against a server
+refresh the README's picture run ``python -m graphics.screenshot`` against a server
 with real models, or set BBC1K_REFRESH_SCREENSHOT=1 here (tiny test models)."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from app.screenshot import CHROMIUM, analyse_example, compact_png, launch_browser
+from graphics.screenshot import CHROMIUM, analyse_example, compact_png, launch_browser
 
 pytestmark = [
     pytest.mark.browser,

@@ -1,5 +1,7 @@
 """The server runs with exactly requirements-serve.txt and the bbc1k package,
-in a fresh isolated virtual environment where torch and fastai do not exist.
+in a fresh isolated virtual environment where torch and fastai do not exist,
+laid out as the Docker image is: bbc1k installed, app/ beside it in the working
+folder, started with ``python -m app serve``.
 
 Slow-ish (it installs onnxruntime, numpy and Pillow from the package registry:
 about a minute) but part of the default run. Everything lives under tmp_path,
@@ -10,13 +12,15 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import REPO, jpeg_bytes, launch, model_args, post_image, wait_ready
 from PIL import Image
 
 
-def run(cmd: list[str], env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+def run(cmd: list[str], env: dict[str, str], timeout: float = 900, cwd: Path | None = None
+        ) -> subprocess.CompletedProcess:
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd)
     assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     return r
 
@@ -37,6 +41,8 @@ def test_server_runs_with_only_the_serving_requirements(tmp_path, tiny_models):
         shutil.copy(REPO / name, src / name)
     shutil.copytree(REPO / "bbc1k", src / "bbc1k", ignore=shutil.ignore_patterns("__pycache__"))
     run([py, "-m", "pip", "install", "-q", "--no-deps", str(src)], env)
+    # As in the image: the app is copied after the install, so only bbc1k is installed.
+    shutil.copytree(REPO / "app", src / "app", ignore=shutil.ignore_patterns("__pycache__"))
 
     for missing in ("torch", "fastai", "torchvision"):
         r = subprocess.run([py, "-c", f"import {missing}"], capture_output=True, text=True, env=env)
@@ -44,7 +50,7 @@ def test_server_runs_with_only_the_serving_requirements(tmp_path, tiny_models):
     pip_list = run([py, "-m", "pip", "list", "--format=freeze"], env).stdout.lower()
     assert "torch" not in pip_list and "fastai" not in pip_list
 
-    s = wait_ready(launch(tmp_path / "run", *model_args(tiny_models), python=py))
+    s = wait_ready(launch(tmp_path / "run", *model_args(tiny_models), python=py, entry=("-m", "app"), cwd=src))
     try:
         r = post_image(s.url, jpeg_bytes(Image.new("RGB", (120, 90), (200, 40, 40))))
         assert r.status_code == 200, r.text
@@ -57,5 +63,5 @@ def test_server_runs_with_only_the_serving_requirements(tmp_path, tiny_models):
              "import app.server\n"
              "assert 'torch' not in sys.modules and 'fastai' not in sys.modules, 'torch imported'\n"
              "print('clean')")
-    r = run([py, "-c", probe], {**env, "PYTHONPATH": str(REPO)})
+    r = run([py, "-c", probe], env, cwd=src)
     assert r.stdout.strip() == "clean"

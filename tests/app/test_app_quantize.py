@@ -8,8 +8,8 @@ from conftest import jpeg_bytes, launch, post_image, wait_ready
 from PIL import Image
 
 from app.quantize import quantize
-from bbc1k.inference import open_session, prepare, softmax
 from bbc1k.modelmeta import read_onnx_meta
+from bbc1k.serving import open_session, prepare, softmax
 from bbc1k.synth import render_sample
 
 

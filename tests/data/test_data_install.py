@@ -38,7 +38,7 @@ def test_welchlabs_shaped_archive_installs_and_validates(http_server, tmp_path, 
     assert _names(path) == _names(synthetic_dataset)
     assert (path / "bboxes.json").read_bytes() == (synthetic_dataset / "bboxes.json").read_bytes()
     assert not (path / ".DS_Store").exists()
-    assert sources.read_provenance(path)["source"] == "welchlabs"
+    assert layout.read_provenance(path)["source"] == "welchlabs"
     assert sorted(os.listdir(tmp_path)) == ["bbc_train"]  # archive, .part and temp folders gone
     out = capsys.readouterr().out
     assert "masks yes (24), boxes yes (24)" in out
@@ -140,7 +140,7 @@ def test_synthetic_install(tmp_path):
     path = install("synthetic", tmp_path, n=6, seed=3, size=(64, 48), progress=False)
     report = validate(path)
     assert report.ok and report.n_images == 6 and dict(report.sizes) == {(64, 48): 6}
-    assert sources.read_provenance(path)["seed"] == 3
+    assert layout.read_provenance(path)["seed"] == 3
     assert sorted(os.listdir(tmp_path)) == ["bbc_train"]
 
 
@@ -157,7 +157,7 @@ def test_get_reuses_a_matching_dataset(http_server, tmp_path, dataset_zip, capsy
 def test_get_auto_falls_back_to_synthetic_when_unreachable(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(data, "probe", lambda url, timeout: "DNS lookup of www.welchlabs.io failed")
     path = data.get(dest=tmp_path, n_images=6, size=(64, 48), progress=False)
-    assert validate(path).ok and sources.read_provenance(path)["source"] == "synthetic"
+    assert validate(path).ok and layout.read_provenance(path)["source"] == "synthetic"
     assert "out of reach (DNS lookup" in capsys.readouterr().out
     # A different synthetic request does not reuse it.
     again = data.get("synthetic", tmp_path, n_images=9, size=(64, 48), progress=False)
@@ -166,7 +166,7 @@ def test_get_auto_falls_back_to_synthetic_when_unreachable(monkeypatch, tmp_path
 
 def test_get_auto_falls_back_when_the_download_fails(http_server, tmp_path, capsys):
     path = data.get(dest=tmp_path, url=http_server.url("/missing.zip"), n_images=3, size=(64, 48), progress=False)
-    assert sources.read_provenance(path)["source"] == "synthetic"
+    assert layout.read_provenance(path)["source"] == "synthetic"
     assert "HTTP 404" in capsys.readouterr().out
 
 

@@ -40,8 +40,8 @@ def run_onnx(path: Path):
     """``(meta, {output name: array})`` for the fresh photo, prepared as the app prepares it."""
     import onnxruntime as ort
 
-    from bbc1k.inference import prepare
     from bbc1k.modelmeta import read_onnx_meta
+    from bbc1k.serving.preprocess import prepare
 
     meta = read_onnx_meta(str(path))
     x, _ = prepare(fresh_photo(), meta)
@@ -148,7 +148,7 @@ def test_lesson_02_exports_a_detector_and_a_multitask_model(lesson_runs):
     import torch
     from fastai.learner import load_learner
 
-    from bbc1k.inference import prepare
+    from bbc1k.serving.preprocess import prepare
 
     learn = load_learner(out / "bbc-multitask.pkl")
     x, _ = prepare(fresh_photo(), meta)

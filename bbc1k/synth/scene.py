@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from bbc1k.synth_backgrounds import backdrop, surface
-from bbc1k.synth_camera import develop, sensor
-from bbc1k.synth_clutter import Layer, clutter, occluders
-from bbc1k.synth_materials import brick_material, paper_material
-from bbc1k.synth_noise import blur_map, blur_rgb
-from bbc1k.synth_objects import Camera, Light, Shape, render_object, render_shadow, screen_box
+from bbc1k.synth.backgrounds import backdrop, surface
+from bbc1k.synth.clutter import Layer, clutter, occluders
+from bbc1k.synth.materials import Material, brick_material, paper_material
+from bbc1k.synth.noise import blur_map, blur_rgb
+from bbc1k.synth.photo import develop, sensor
+from bbc1k.synth.raycast import Camera, Light, render_object, render_shadow, screen_box
+from bbc1k.synth.shapes import Shape
 
 # Apparent size (fraction of the picture width) of the object's main dimension, read
 # off the photos: smaller balls, mid cylinders, larger bricks, with overlap.
@@ -34,7 +35,7 @@ def make_shape(rng: np.random.Generator, label: str) -> tuple[Shape, float]:
     return Shape("box", dims), 2.0
 
 
-def make_material(rng: np.random.Generator, shape: Shape, label: str):
+def make_material(rng: np.random.Generator, shape: Shape, label: str) -> Material:
     extent = 2 * max(shape.dims)
     if label == "brick":
         return brick_material(rng, extent)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from bbc1k.synth_noise import fractal_noise, pixel_grid, resize_map, smooth_noise
+from bbc1k.synth.noise import fractal_noise, pixel_grid, resize_map, smooth_noise
 
 
 def _rgb(rng: np.random.Generator, rgb: tuple[int, int, int], spread: float = 0.12) -> np.ndarray:

@@ -8,14 +8,10 @@ stay put on a face and shrink with perspective like real ones.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bbc1k.synth_noise import blur_map, fractal_noise
-
-if TYPE_CHECKING:
-    from bbc1k.synth_objects import Shape
+from bbc1k.synth.noise import blur_map, fractal_noise
 
 TEX = 128  # texels per texture side
 
@@ -28,7 +24,7 @@ class Material:
     shininess: float
     band: tuple[float, float, float] | None = None  # cylinder lid seam: (z from, z to, darkening)
 
-    def sample(self, p: np.ndarray, n: np.ndarray, shape: "Shape") -> np.ndarray:
+    def sample(self, p: np.ndarray, n: np.ndarray) -> np.ndarray:
         """Albedo at surface points ``p`` with normals ``n`` (triplanar blend)."""
         wts = np.abs(n) ** 4
         wts /= wts.sum(axis=1, keepdims=True) + 1e-6

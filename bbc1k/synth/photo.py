@@ -5,10 +5,9 @@
 from __future__ import annotations
 
 import numpy as np
-
 from PIL import Image, ImageFilter
 
-from bbc1k.synth_noise import pixel_grid, resize_map, smooth_noise, to_uint8
+from bbc1k.synth.noise import pixel_grid, resize_map, smooth_noise, to_uint8
 
 
 def light_field(rng: np.random.Generator, w: int, h: int) -> np.ndarray:

@@ -1,15 +1,15 @@
-"""The cache of ONNX Runtime's optimised graphs (bbc1k.inference.open_session
+"""The cache of ONNX Runtime's optimised graphs (bbc1k.serving.runtime.open_session
 with cache_dir): written once, atomically, reused with the same answers, and
-never in the way (a damaged entry is rebuilt, an unwritable folder is skipped)."""
+never in the way (a damaged entry is rebuilt, an unwritable folder is skipped).
+The server's use of it across starts: tests/app/test_app_startup.py."""
 from __future__ import annotations
 
 import os
 
 import numpy as np
 import pytest
-from conftest import launch, model_args, wait_ready
 
-from bbc1k.inference import open_session, optimized_graph_path
+from bbc1k.serving.runtime import open_session, optimized_graph_path
 
 
 def _outputs(session, x: np.ndarray) -> list[np.ndarray]:
@@ -88,19 +88,3 @@ def test_a_broken_model_still_says_why(tmp_path):
     assert "protobuf" in str(info.value).lower()
     opt = tmp_path / "opt"
     assert not list(opt.glob("ort-optimized-*")) and not list(opt.glob(".*"))  # no entry, no temporary file
-
-
-def test_server_fills_the_cache_and_reuses_it(tiny_models, tmp_path):
-    """Two starts on one model cache: the first writes the optimised graphs, the second loads them."""
-    entries = None
-    for _ in range(2):
-        server = wait_ready(launch(tmp_path, *model_args(tiny_models)))
-        try:
-            cache = tmp_path / "cache" / "ort-optimized"
-            found = sorted(p.name for p in cache.glob("ort-optimized-*.onnx"))
-            assert len(found) == 3
-            assert entries in (None, found)
-            entries = found
-            assert "cannot" not in server.logs()
-        finally:
-            server.stop()

@@ -1,18 +1,14 @@
-"""Write the page's example photos (app/static/examples/<class>.jpg) from the
-synthetic dataset: ``python app/make_examples.py``. Deterministic."""
+"""Write the app page's example photos (app/static/examples/<class>.jpg) from the
+synthetic dataset: ``python -m graphics.make_examples``. Deterministic."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bbc1k.layout import OBJECT_CLASSES
 from bbc1k.synth import render_sample
 
 SEED = 7
-OUT = Path(__file__).resolve().parent / "static" / "examples"
+OUT = Path(__file__).resolve().parent.parent / "app" / "static" / "examples"
 
 
 def main() -> None:

@@ -1,17 +1,19 @@
-"""scripts/train_segmenter_from_scratch.py: a segmenter (and a detector that
+"""bbc1k.train.segmenter (``bbc1k train segmenter``,
+scripts/train_segmenter_from_scratch.py): a segmenter (and a detector that
 boxes its mask) from random weights on a bbc1k dataset, exported for the app
 (tiny synthetic data, CPU)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-
-import train_segmenter_from_scratch as seg  # noqa: E402
+from bbc1k.nets import BoxFromMask, box_iou, tight_boxes
+from bbc1k.train.augment import Augment, warp_pair
+from bbc1k.train.cli import segmenter_main
 
 
 def test_trains_and_exports_a_segmenter_and_a_detector(synthetic_dataset: Path, tmp_path: Path, capsys) -> None:
@@ -20,8 +22,8 @@ def test_trains_and_exports_a_segmenter_and_a_detector(synthetic_dataset: Path, 
     from bbc1k.layout import MASK_CLASSES, OBJECT_CLASSES
     from bbc1k.modelmeta import read_onnx_meta
 
-    code = seg.main([str(synthetic_dataset), "--out", str(tmp_path), "--epochs", "2", "--size", "32", "48",
-                     "--width", "4", "--batch-size", "4", "--detector", "tiny-detector"])
+    code = segmenter_main([str(synthetic_dataset), "--out", str(tmp_path), "--epochs", "2", "--size", "32", "48",
+                          "--width", "4", "--batch-size", "4", "--detector", "tiny-detector"])
     assert code == 0
     x = np.random.default_rng(0).random((3, 3, 32, 48), dtype=np.float32)
 
@@ -47,51 +49,43 @@ def test_trains_and_exports_a_segmenter_and_a_detector(synthetic_dataset: Path, 
 
 
 def test_tight_boxes_of_masks() -> None:
-    import torch
-
     obj = torch.zeros(3, 4, 8)
     obj[0, 1:3, 2:6] = 1          # rows 1-2, columns 2-5
     obj[1, 0, 7] = 1              # one pixel in the top-right corner
-    boxes = seg.tight_boxes(obj)  # obj[2]: empty, so the whole picture
+    boxes = tight_boxes(obj)  # obj[2]: empty, so the whole picture
     expected = torch.tensor([[2 / 8 * 2 - 1, 1 / 4 * 2 - 1, 6 / 8 * 2 - 1, 3 / 4 * 2 - 1],
                              [7 / 8 * 2 - 1, -1.0, 1.0, 1 / 4 * 2 - 1],
                              [-1.0, -1.0, 1.0, 1.0]])
     assert torch.allclose(boxes, expected)
-    assert torch.allclose(seg.box_iou(boxes, boxes), torch.ones(3))
+    assert torch.allclose(box_iou(boxes, boxes), torch.ones(3))
     half = torch.tensor([[-1.0, -1.0, 0.0, 1.0]])
-    assert seg.box_iou(half, torch.tensor([[-1.0, -1.0, 1.0, 1.0]])).item() == pytest.approx(0.5)
+    assert box_iou(half, torch.tensor([[-1.0, -1.0, 1.0, 1.0]])).item() == pytest.approx(0.5)
+
+
+class Painted(nn.Module):
+    """Logits that say: ball (2) in a big square, a stray brick (1) pixel elsewhere."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(x.shape[0], 4, 8, 8)
+        logits[:, 0] = 1.0
+        logits[:, 2, 2:6, 2:6] = 5.0
+        logits[:, 1, 7, 0] = 5.0
+        return logits
 
 
 def test_box_from_mask_boxes_the_main_object_class() -> None:
-    import torch
-    from torch import nn
-
-    class Painted(nn.Module):
-        """Logits that say: ball (2) in a big square, a stray brick (1) pixel elsewhere."""
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            logits = torch.zeros(x.shape[0], 4, 8, 8)
-            logits[:, 0] = 1.0
-            logits[:, 2, 2:6, 2:6] = 5.0
-            logits[:, 1, 7, 0] = 5.0
-            return logits
-
-    boxes = seg.box_from_mask(Painted())(torch.zeros(2, 3, 8, 8))
+    boxes = BoxFromMask(Painted())(torch.zeros(2, 3, 8, 8))
     assert torch.allclose(boxes, torch.tensor([[-0.5, -0.5, 0.5, 0.5]] * 2))  # the stray pixel is left out
 
 
-def test_augment_pair_moves_masks_with_their_photos() -> None:
-    import torch
-
-    import train_from_scratch as recipe
-
+def test_warp_pair_moves_masks_with_their_photos() -> None:
     torch.manual_seed(0)
     x = torch.zeros(4, 3, 40, 40)
     masks = torch.zeros(4, 40, 40, dtype=torch.uint8)
     x[:, :, 10:30, 5:20] = 1.0     # a bright object ...
     masks[:, 10:30, 5:20] = 2      # ... and its mask
-    aug = recipe.Augment(brightness=0, contrast=0, saturation=0)
-    xa, ma = seg.augment_pair(aug, x, masks, (32, 32))
+    aug = Augment(brightness=0, contrast=0, saturation=0)
+    xa, ma = warp_pair(aug, x, masks, (32, 32))
     assert xa.shape == (4, 3, 32, 32) and ma.shape == (4, 32, 32)
     assert ma.dtype == torch.long and set(ma.unique().tolist()) <= {0, 2}
     bright = xa.mean(1) > 0.5
@@ -105,12 +99,32 @@ def test_a_dataset_without_masks_is_refused(synthetic_dataset: Path, tmp_path: P
     data = tmp_path / "bbc_train"
     shutil.copytree(synthetic_dataset, data)
     next((data / "masks").iterdir()).unlink()
-    assert seg.main([str(data), "--out", str(tmp_path / "models"), "--epochs", "1", "--size", "32", "48"]) == 2
+    assert segmenter_main([str(data), "--out", str(tmp_path / "models"), "--epochs", "1", "--size", "32", "48"]) == 2
     assert "missing (every image needs its mask)" in capsys.readouterr().err
     assert not (tmp_path / "models").exists()
 
 
 def test_size_must_halve_three_times(synthetic_dataset: Path, capsys) -> None:
     with pytest.raises(SystemExit):
-        seg.main([str(synthetic_dataset), "--size", "30", "40"])
+        segmenter_main([str(synthetic_dataset), "--size", "30", "40"])
     assert "multiples of 8" in capsys.readouterr().err
+
+
+def test_valid_frac_zero_trains_on_everything_and_exports(synthetic_dataset: Path, tmp_path: Path, capsys) -> None:
+    from bbc1k.modelmeta import read_onnx_meta
+
+    code = segmenter_main([str(synthetic_dataset), "--out", str(tmp_path), "--epochs", "1", "--size", "32", "48",
+                           "--width", "4", "--batch-size", "4", "--valid-frac", "0", "--detector", "all-detector"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "training on all 24 images, validation skipped" in out
+    assert "validation skipped (--valid-frac 0: trained on all 24 images)" in out
+    extra = read_onnx_meta(str(tmp_path / "bbc-segmenter.onnx")).extra
+    assert extra["mean_iou"] is None and extra["n_valid"] == 0 and extra["n_train"] == 24
+    assert read_onnx_meta(str(tmp_path / "all-detector.onnx")).extra["box_iou"] is None
+
+
+def test_valid_frac_must_leave_something_to_train_on(synthetic_dataset: Path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        segmenter_main([str(synthetic_dataset), "--valid-frac", "1"])
+    assert "--valid-frac must be in [0, 1)" in capsys.readouterr().err

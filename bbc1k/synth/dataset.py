@@ -1,11 +1,5 @@
-"""Synthetic bbc1k: photo-like pictures of one brick, ball or cylinder, with exact masks.
-
-This is the embedded default dataset of the workshop: it needs no download,
-only numpy and Pillow, and writes the same layout as the real ``bbc_train``
-(see :mod:`bbc1k.layout`)::
-
-    from bbc1k.synth import generate
-    generate("bbc_train", n=1000, seed=0)
+"""Samples and datasets: which class sample ``index`` shows, its picture and mask,
+and writing ``n`` of them in the ``bbc_train`` layout (see :mod:`bbc1k.layout`).
 
 Every sample is a pure function of ``(seed, index)``: the same seed gives
 byte-identical files whatever the number of worker processes.
@@ -23,9 +17,10 @@ import numpy as np
 from PIL import Image
 
 from bbc1k import layout
-from bbc1k.synth_scene import render_scene
+from bbc1k.layout import tight_box
+from bbc1k.synth.scene import render_scene
 
-__all__ = ["generate", "render_sample", "sample_label", "tight_box", "DEFAULT_SIZE"]
+__all__ = ["generate", "render_sample", "sample_label", "file_name", "DEFAULT_SIZE"]
 
 DEFAULT_SIZE: tuple[int, int] = (512, 384)
 """(width, height) of the real photos."""
@@ -119,16 +114,8 @@ class _Written:
 
 
 def file_name(index: int) -> str:
+    """The image file name of sample ``index`` (its mask has the same stem)."""
     return f"{FILE_PREFIX}{index:06d}.jpg"
-
-
-def tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """COCO ``[x, y, w, h]`` of the non-zero pixels of ``mask``."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        raise ValueError("empty mask has no box")
-    return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
 
 
 def _write_sample(job: _Job) -> _Written:

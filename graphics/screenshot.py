@@ -2,7 +2,7 @@
 save a screenshot. Used by the browser test and to refresh the README's
 picture::
 
-    python app/screenshot.py --url http://127.0.0.1:5000 [--out graphics/app-screenshot.png]
+    python -m graphics.screenshot --url http://127.0.0.1:5000 [--out graphics/app-screenshot.png]
 
 (start the server first, with the models you want to show). Needs the
 ``playwright`` Python package and a Chromium (Debian: apt-get install chromium).

@@ -1,4 +1,4 @@
-"""The synthetic bbc1k generator writes a consistent, deterministic dataset."""
+"""bbc1k.synth: the generator writes a consistent, deterministic dataset."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from bbc1k import layout
-from bbc1k.synth import generate, render_sample, sample_label, tight_box
+from bbc1k.layout import tight_box
+from bbc1k.synth import generate, render_sample, sample_label
 
 N = 12
 SIZE = (128, 96)
@@ -116,3 +117,12 @@ def test_bad_arguments_are_refused_before_writing(tmp_path: Path, kwargs: dict) 
 def test_importing_synth_does_not_import_torch() -> None:
     code = "import sys, bbc1k.synth; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_package_reexports_the_public_names() -> None:
+    import bbc1k.synth as synth
+    from bbc1k import layout as contract
+    from bbc1k.synth import dataset
+
+    assert synth.generate is dataset.generate and synth.render_sample is dataset.render_sample
+    assert synth.tight_box is contract.tight_box  # callers of bbc1k.synth.tight_box keep working

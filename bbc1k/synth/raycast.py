@@ -1,10 +1,11 @@
 """Ray-cast the one object of a synthetic photo: a brick, a ball or a cylinder.
 
-Each object stands on the ground plane ``z = 0`` of a small world seen by a
-pinhole camera. Rays are cast through 2 x 2 sub-pixels of the object's screen
-box only, so the coverage of every pixel is exact up to that sampling and the
-mask (coverage >= 1/2) is the object's true silhouette. The same intersection
-code casts rays from the ground towards the light for the object's shadow.
+Each object (:mod:`bbc1k.synth.shapes`) stands on the ground plane ``z = 0`` of
+a small world seen by a pinhole camera. Rays are cast through 2 x 2 sub-pixels
+of the object's screen box only, so the coverage of every pixel is exact up to
+that sampling and the mask (coverage >= 1/2) is the object's true silhouette.
+The same intersection code casts rays from the ground towards the light for the
+object's shadow.
 """
 from __future__ import annotations
 
@@ -12,27 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bbc1k.synth_materials import Material
-from bbc1k.synth_noise import blur_map, resize_map
+from bbc1k.synth.materials import Material
+from bbc1k.synth.noise import blur_map, resize_map
+from bbc1k.synth.shapes import EPS, Shape, footprint_distance, intersect
 
 SS = 2  # sub-pixels per pixel side
-_EPS = 1e-6
-
-
-@dataclass(frozen=True)
-class Shape:
-    kind: str  # "box", "sphere" or "cylinder"
-    dims: tuple[float, float, float]  # box: half extents x, y, z; sphere: (r, r, r); cylinder: (r, r, height)
-
-    @property
-    def height(self) -> float:
-        return 2 * self.dims[2] if self.kind != "cylinder" else self.dims[2]
-
-    def corners(self) -> np.ndarray:
-        """Corners of the world-space bounding box (8 x 3)."""
-        a, b, _ = self.dims
-        xs, ys, zs = (-a, a), (-b, b), (0.0, self.height)
-        return np.array([(x, y, z) for x in xs for y in ys for z in zs], np.float64)
 
 
 @dataclass(frozen=True)
@@ -70,53 +55,6 @@ class Camera:
         f, r, u = (v.astype(np.float32) for v in (self.forward, self.right, self.up))
         d = self.focal * f[None, :] + dx[:, None] * r[None, :] - dy[:, None] * u[None, :]
         return d / np.linalg.norm(d, axis=1, keepdims=True)
-
-
-def intersect(shape: Shape, origin: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest positive hit distance (inf where missed) and unit normals of rays ``origin + t d``."""
-    o = np.broadcast_to(origin, d.shape).astype(np.float32)
-    n = np.zeros_like(d)
-    if shape.kind == "sphere":
-        r = shape.dims[0]
-        oc = o - np.array([0, 0, r], np.float32)
-        b = np.einsum("ij,ij->i", oc, d)
-        c = np.einsum("ij,ij->i", oc, oc) - r * r
-        disc = b * b - c
-        t = -b - np.sqrt(np.maximum(disc, 0))
-        t = np.where((disc >= 0) & (t > _EPS), t, np.inf)
-        n = (o + t[:, None] * d - np.array([0, 0, r], np.float32)) / r
-    elif shape.kind == "cylinder":
-        r, _, hgt = shape.dims
-        a = d[:, 0] ** 2 + d[:, 1] ** 2
-        b = o[:, 0] * d[:, 0] + o[:, 1] * d[:, 1]
-        c = o[:, 0] ** 2 + o[:, 1] ** 2 - r * r
-        disc = b * b - a * c
-        ts = (-b - np.sqrt(np.maximum(disc, 0))) / np.maximum(a, _EPS)
-        zs = o[:, 2] + ts * d[:, 2]
-        ts = np.where((disc >= 0) & (ts > _EPS) & (zs >= 0) & (zs <= hgt), ts, np.inf)
-        safe_dz = np.where(np.abs(d[:, 2]) < _EPS, -_EPS, d[:, 2])
-        tt = (hgt - o[:, 2]) / safe_dz
-        px, py = o[:, 0] + tt * d[:, 0], o[:, 1] + tt * d[:, 1]
-        tt = np.where((tt > _EPS) & (px * px + py * py <= r * r), tt, np.inf)
-        top = tt < ts
-        t = np.minimum(ts, tt)
-        hit = o + np.where(np.isfinite(t), t, 0)[:, None] * d
-        n[:, 0] = np.where(top, 0, hit[:, 0] / r)
-        n[:, 1] = np.where(top, 0, hit[:, 1] / r)
-        n[:, 2] = np.where(top, 1, 0)
-    else:
-        half = np.array(shape.dims, np.float32)
-        centre = np.array([0, 0, half[2]], np.float32)
-        safe_d = np.where(np.abs(d) < _EPS, _EPS, d)
-        t1 = (-half - (o - centre)) / safe_d
-        t2 = (half - (o - centre)) / safe_d
-        near, far = np.minimum(t1, t2), np.maximum(t1, t2)
-        axis = np.argmax(near, axis=1)
-        tmin, tmax = near.max(axis=1), far.min(axis=1)
-        t = np.where((tmin <= tmax) & (tmin > _EPS), tmin, np.inf)
-        rows = np.arange(len(d))
-        n[rows, axis] = -np.sign(d[rows, axis])
-    return t, n
 
 
 @dataclass(frozen=True)
@@ -190,11 +128,11 @@ def render_object(shape: Shape, cam: Camera, light: Light, material: Material, i
 
 def shade(p: np.ndarray, n: np.ndarray, view: np.ndarray, shape: Shape, light: Light, material: Material) -> np.ndarray:
     """Lambert shading with a sky term, a soft highlight and contact darkening near the ground."""
-    albedo = material.sample(p, n, shape)
+    albedo = material.sample(p, n)
     ndl = np.clip(n @ light.direction.astype(np.float32), 0, 1)
     sky = 0.5 + 0.5 * n[:, 2]
     # Surfaces near the ground see less of the room: darker towards the contact line.
-    contact = 1 - 0.35 * np.exp(-p[:, 2] / (0.12 * shape.height + _EPS))
+    contact = 1 - 0.35 * np.exp(-p[:, 2] / (0.12 * shape.height + EPS))
     lum = (light.ambient * (0.55 + 0.45 * sky) * contact + light.diffuse * ndl)[:, None]
     half = light.direction.astype(np.float32)[None, :] + view
     half /= np.linalg.norm(half, axis=1, keepdims=True)
@@ -223,24 +161,13 @@ def render_shadow(shape: Shape, cam: Camera, light: Light, image_size: tuple[int
                          y0 + (np.arange(sh, dtype=np.float32) + 0.5) * (y1 - y0) / sh)
     d = cam.rays(gx.reshape(-1), gy.reshape(-1))
     pos = cam.position.astype(np.float32)
-    tg = -pos[2] / np.minimum(d[:, 2], -_EPS)
+    tg = -pos[2] / np.minimum(d[:, 2], -EPS)
     ground = pos + tg[:, None] * d
     ts, _ = intersect(shape, ground, np.broadcast_to(light.direction.astype(np.float32), d.shape).copy())
     hard = np.isfinite(ts).astype(np.float32).reshape(sh, sw)
     soft = blur_map(hard, max(1.0, softness * size / scale))
-    foot = _footprint_distance(shape, ground).reshape(sh, sw)
+    foot = footprint_distance(shape, ground).reshape(sh, sw)
     reach = 0.25 * max(shape.dims[0], shape.dims[1])
-    contact = np.exp(-foot / max(reach, _EPS))
+    contact = np.exp(-foot / max(reach, EPS))
     dark = np.clip(0.75 * soft + 0.6 * contact, 0, 1)
     return resize_map(dark, x1 - x0, y1 - y0), (x0, y0, x1, y1)
-
-
-def _footprint_distance(shape: Shape, g: np.ndarray) -> np.ndarray:
-    """Ground distance from points ``g`` to where the object touches the ground."""
-    if shape.kind == "sphere":
-        return np.hypot(g[:, 0], g[:, 1])
-    if shape.kind == "cylinder":
-        return np.maximum(np.hypot(g[:, 0], g[:, 1]) - shape.dims[0], 0)
-    dx = np.maximum(np.abs(g[:, 0]) - shape.dims[0], 0)
-    dy = np.maximum(np.abs(g[:, 1]) - shape.dims[1], 0)
-    return np.hypot(dx, dy)

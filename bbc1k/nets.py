@@ -1,0 +1,183 @@
+"""The from-scratch networks, and the wrappers that go into their exported graphs.
+
+- :class:`ResNet9`: the classifier (Page's "How to train your ResNet", at a
+  modest width);
+- :class:`UNet`: the segmenter, small enough to learn masks from random
+  weights in CPU minutes;
+- :class:`FlipAverage` / :class:`MaskFlipAverage`: test-time augmentation
+  (the mean of the image and its mirror) inside the graph, so the exported
+  ONNX gives what validation measured;
+- :class:`BoxFromMask`: a detector made of a segmenter;
+- :class:`SplitBoxLogits`: a lesson's multitask head as two named outputs.
+
+Training code only: this module imports torch.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def conv_bn(c_in: int, c_out: int, pool: bool = False) -> nn.Sequential:
+    """3x3 convolution (no bias: BatchNorm follows), BatchNorm, ReLU, then a
+    2x2 max-pool when ``pool``."""
+    layers = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers, *([nn.MaxPool2d(2)] if pool else []))
+
+
+class Scale(nn.Module):
+    """Multiply by a constant. Max-pooled features are large and all
+    positive: scaled-down logits start near uniform, and training stays stable."""
+
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+
+class Residual(nn.Module):
+    """``x + body(x)``, the body two :func:`conv_bn` blocks at ``c`` channels."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.body = nn.Sequential(conv_bn(c, c), conv_bn(c, c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class ResNet9(nn.Sequential):
+    """ResNet-9 (Page, 2018) at ``width`` channels in the stem: four stages
+    doubling the width, residual blocks after the first and the third.
+
+    A Sequential, so its layers (and their random initialisation) come in
+    exactly the order written here."""
+
+    def __init__(self, n_classes: int, width: int = 16):
+        w = width
+        super().__init__(
+            conv_bn(3, w, pool=True),                            # stride 2 early: cheap at full resolution
+            conv_bn(w, 2 * w, pool=True), Residual(2 * w),
+            conv_bn(2 * w, 4 * w, pool=True),
+            conv_bn(4 * w, 8 * w, pool=True), Residual(8 * w),
+            nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+            nn.Linear(8 * w, n_classes, bias=False), Scale(0.125),
+        )
+
+
+class UNet(nn.Module):
+    """A small U-Net: three stages down (convolutions, max-pooling), three up
+    (bilinear upsampling, the skip connection of the same scale, a convolution).
+    Input height and width must be multiples of 8."""
+
+    def __init__(self, n_classes: int, width: int = 16):
+        super().__init__()
+        w = width
+        self.down = nn.ModuleList([conv_bn(3, w), conv_bn(w, 2 * w), conv_bn(2 * w, 4 * w)])
+        self.middle = nn.Sequential(conv_bn(4 * w, 8 * w), conv_bn(8 * w, 8 * w))
+        self.up = nn.ModuleList([conv_bn(12 * w, 4 * w), conv_bn(6 * w, 2 * w), conv_bn(3 * w, w)])
+        self.pool = nn.MaxPool2d(2)
+        self.upsample = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+        self.out = nn.Conv2d(w, n_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.middle(x)
+        for block, skip in zip(self.up, reversed(skips)):
+            x = block(torch.cat([self.upsample(x), skip], 1))
+        return self.out(x)
+
+
+class FlipAverage(nn.Module):
+    """Class logits averaged over the image and its mirror: test-time
+    augmentation inside the graph, so the exported ONNX gives what
+    validation measured."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.net(x) + self.net(torch.flip(x, dims=[3]))) / 2
+
+
+class MaskFlipAverage(nn.Module):
+    """Mask logits averaged over the image and its mirror; the mirror's
+    logits are mirrored back first, so pixels line up."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.net(x) + torch.flip(self.net(torch.flip(x, dims=[3])), dims=[3])) / 2
+
+
+def extent(present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """First and last index where ``present`` (N x L, 0/1 floats) is 1, as
+    edges scaled to -1..1 (the first pixel's left edge, the last one's right)."""
+    n = present.shape[1]
+    first = present.argmax(1).float()
+    last = (n - 1) - torch.flip(present, dims=[1]).argmax(1).float()
+    return 2 * first / n - 1, 2 * (last + 1) / n - 1
+
+
+def tight_boxes(obj: torch.Tensor) -> torch.Tensor:
+    """(x0, y0, x1, y1) in -1..1 of each N x H x W 0/1 mask; the whole
+    picture where a mask is empty. Batched torch maths, so it traces into the
+    detector's graph (the dataset's pixel boxes come from ``bbc1k.layout.tight_box``)."""
+    x0, x1 = extent(obj.amax(1))
+    y0, y1 = extent(obj.amax(2))
+    box = torch.stack([x0, y0, x1, y1], 1)
+    whole = torch.cat([-torch.ones_like(box[:, :2]), torch.ones_like(box[:, 2:])], 1)
+    return torch.where(obj.amax((1, 2))[:, None] > 0, box, whole)
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of matching rows of two N x 4 (x0, y0, x1, y1) box tensors."""
+    iw = (torch.minimum(a[:, 2], b[:, 2]) - torch.maximum(a[:, 0], b[:, 0])).clamp(min=0)
+    ih = (torch.minimum(a[:, 3], b[:, 3]) - torch.maximum(a[:, 1], b[:, 1])).clamp(min=0)
+    area = lambda t: (t[:, 2] - t[:, 0]) * (t[:, 3] - t[:, 1])  # noqa: E731
+    inter = iw * ih
+    return inter / (area(a) + area(b) - inter)
+
+
+class BoxFromMask(nn.Module):
+    """A detector made of a segmenter: the tight box of the pixels of the
+    picture's main object class (the one with the most probability mass),
+    as (x0, y0, x1, y1) in [-1, 1] of the input; the whole input when no
+    pixel is an object. The dataset's boxes are defined the same way, as the
+    tight box of the mask. Class 0 of the segmenter is the background."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.net(x)
+        mass = torch.softmax(logits, 1)[:, 1:].sum((2, 3))             # N x objects
+        main = mass.argmax(1) + 1                                        # N
+        return tight_boxes((logits.argmax(1) == main[:, None, None]).float())
+
+
+class SplitBoxLogits(nn.Module):
+    """One graph, two named outputs: the box and the class logits, from a
+    network that returns both as a pair or side by side in one tensor (the
+    first ``box_outputs`` columns the box). Used by :func:`bbc1k.export.export_learner`."""
+
+    def __init__(self, net: nn.Module, box_outputs: int = 4) -> None:
+        super().__init__()
+        self.net = net
+        self.box_outputs = box_outputs
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.net(x)
+        if isinstance(y, (tuple, list)):
+            return y[0], y[1]
+        return y[:, :self.box_outputs], y[:, self.box_outputs:]

@@ -1,0 +1,42 @@
+"""bbc1k.nets: the networks are module-level classes with their own names,
+and the two mirror averages do different things."""
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+from torch import nn
+
+from bbc1k import nets
+
+CLASSES = ["ResNet9", "UNet", "Residual", "Scale", "FlipAverage", "MaskFlipAverage", "BoxFromMask"]
+
+
+@pytest.mark.parametrize("name", CLASSES)
+def test_each_network_is_a_module_level_class(name: str) -> None:
+    cls = getattr(nets, name)
+    assert inspect.isclass(cls) and issubclass(cls, nn.Module)
+    assert cls.__module__ == "bbc1k.nets" and cls.__qualname__ == name  # not defined inside a function
+
+
+def test_resnet9_gives_class_logits_and_unet_mask_logits() -> None:
+    torch.manual_seed(0)
+    assert nets.ResNet9(3, width=4)(torch.rand(2, 3, 24, 32)).shape == (2, 3)
+    assert nets.UNet(4, width=4)(torch.rand(2, 3, 16, 24)).shape == (2, 4, 16, 24)
+
+
+class Columns(nn.Module):
+    """Mask 'logits' that are the input's first channel: what a pixel sees, where it is."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :1]
+
+
+def test_mask_flip_average_mirrors_back_and_flip_average_does_not() -> None:
+    x = torch.zeros(1, 3, 2, 4)
+    x[..., 0] = 1.0  # the left column is lit
+    # the mask average lines the mirror's pixels up again: an unchanged map
+    assert torch.equal(nets.MaskFlipAverage(Columns())(x), x[:, :1])
+    # the class-logit average does not: it mixes the picture with its mirror
+    assert torch.equal(nets.FlipAverage(Columns())(x)[0, 0, 0], torch.tensor([0.5, 0.0, 0.0, 0.5]))
