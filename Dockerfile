@@ -1,11 +1,14 @@
 # syntax=docker/dockerfile:1
 # The bbc1k inference server: ONNX Runtime + Starlette, no torch, no fastai.
 #   docker build -t bbc1k-app .
+#   (--build-arg BASE=... for another Python 3.11 base with python and pip on PATH)
 #   docker run -p 5000:5000 -e CLASSIFIER=https://.../bbc-classifier.onnx bbc1k-app
 # Models: CLASSIFIER / DETECTOR / SEGMENTER (+ *_SHA256) as a path, https URL or
 # Google Drive link. Exported .onnx files found in models/ at build time are
 # copied in and fill the roles not set (MODELS_DIR).
-FROM python:3.11-slim
+# BASE: the image to build on; CI passes a local Debian base, since no registry is reachable there.
+ARG BASE=python:3.11-slim
+FROM ${BASE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -13,7 +16,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PORT=5000 \
     MODELS_DIR=/srv/models \
-    MODEL_CACHE=/home/app/.cache/bbc1k/models
+    MODEL_CACHE=/tmp/bbc1k/models
 
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin app
 

@@ -2,6 +2,8 @@
 (bbc1k.serving's errors carry none) and the JSON body every error shares."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from starlette.responses import JSONResponse
 
 from bbc1k.serving.decode import BadImage, ImageError, ImageTooLarge, NotAnImage
@@ -23,7 +25,13 @@ def image_error_status(error: ImageError) -> int:
     return 422
 
 
-def error_response(status: int, message: str, *, retry_after: int | None = None) -> JSONResponse:
-    """``{"error": message, "status": status}`` with that status (and ``Retry-After``)."""
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+def error_response(status: int, message: str, *, retry_after: int | None = None, close: bool = False,
+                   headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """``{"error": message, "status": status}`` with that status (and ``Retry-After``;
+    ``Connection: close`` with ``close``, for a client that may still be sending)."""
+    extra = dict(headers or {})
+    if retry_after is not None:
+        extra["Retry-After"] = str(retry_after)
+    if close:
+        extra["Connection"] = "close"
+    return JSONResponse({"error": message, "status": status}, status_code=status, headers=extra or None)

@@ -1,16 +1,16 @@
 """Fetch and load the served models.
 
-A model source is a local path, an https URL or a Google Drive link / id.
-Remote files are fetched once into the cache by :func:`bbc1k.download.download`
-(resumable, verified, atomic). ONNX files are served through ONNX Runtime with
-the bbc1k description they carry; a fastai ``.pkl`` is loaded only when
-pickles are explicitly allowed (unpickling runs code).
+Sources are fetched by :mod:`app.fetch`; a cached download that no longer
+loads is fetched again. ONNX files are served through ONNX Runtime with the
+bbc1k description they carry, and ``X.onnx`` by its int8 copy
+``X.int8.onnx`` when export wrote one (made from this very file, as the
+copy's description records) unless ``--float32``; a fastai ``.pkl`` is loaded
+only when pickles are explicitly allowed (unpickling runs code).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
-import urllib.parse
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,10 +19,11 @@ import numpy as np
 from PIL import Image
 
 from app.config import ModelSource, Settings
-from bbc1k.download import DownloadError, download, drive_url, sha256_of
-from bbc1k.modelmeta import META_KEY, ModelMeta, OutputSpec
+from app.fetch import BrokenModel, ModelError, Progress, fetch, is_pickle, read_meta
+from bbc1k.modelmeta import ModelMeta, OutputSpec
+from bbc1k.quantize import INT8_KEY, int8_path
 from bbc1k.serving.preprocess import Fit, prepare
-from bbc1k.serving.runtime import cpu_count, open_session
+from bbc1k.serving.runtime import content_sha256, cpu_count, open_session
 
 log = logging.getLogger("bbc1k.serve")
 
@@ -33,51 +34,6 @@ ROLE_TASKS = {
     "segmenter": ("segment",),
 }
 ROLE_OUTPUT = {"classifier": "class_logits", "detector": "box", "segmenter": "mask_logits"}
-
-
-class ModelError(RuntimeError):
-    """A model that cannot be fetched or loaded; the message says which and why."""
-
-
-def _cache_name(url: str, sha256: str | None) -> str:
-    """A stable cache file name for a remote model."""
-    if sha256:
-        return f"sha256-{sha256.lower()}"
-    base = Path(urllib.parse.urlparse(url).path).name or "model"
-    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
-    return f"{digest}-{base}"
-
-
-def fetch(src: ModelSource, cache: Path) -> Path:
-    """The local file of a model source, downloading it into ``cache`` once."""
-    text = src.source.strip()
-    local = Path(text).expanduser()
-    if local.is_file():
-        if src.sha256 and sha256_of(local) != src.sha256.lower():
-            raise ModelError(f"{local}: sha256 mismatch (expected {src.sha256.lower()}, got {sha256_of(local)})")
-        return local
-    url = drive_url(text)
-    if url is None:
-        if urllib.parse.urlparse(text).scheme not in ("http", "https"):
-            raise ModelError(f"{text!r} is neither an existing file, an http(s) URL nor a Google Drive link")
-        url = text
-    dest = cache / _cache_name(text, src.sha256)
-    if dest.is_file() and not src.sha256:
-        return dest  # fetched before; with a sha256, download() re-checks the cached copy
-    try:
-        return download(url, dest, sha256=src.sha256, progress=False)
-    except DownloadError as e:
-        if "HTML page" in str(e) and drive_url(text):
-            e = e.with_hint("Google Drive answers with an HTML page when the file is not shared "
-                            "'anyone with the link' or its download quota is used up")
-        raise ModelError(str(e).replace("\n", ";")) from None
-
-
-def _is_pickle(path: Path) -> bool:
-    """fastai's learn.export() writes a torch.save zip (or a plain pickle)."""
-    with open(path, "rb") as f:
-        head = f.read(4)
-    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
 @dataclass
@@ -92,6 +48,7 @@ class ServedModel:
     kind: str  # "onnx" or "pickle"
     quantized: bool = False
     _impl: Any = field(default=None, repr=False)
+    float32_path: Path | None = None  # the model the int8 copy was made from
 
     def prepare(self, image: Image.Image) -> tuple[Any, Fit | None]:
         if self.kind == "pickle":
@@ -111,17 +68,8 @@ class ServedModel:
         return {"role": self.role, "name": m.name, "task": m.task, "classes": m.classes,
                 "input_size": m.input_size, "resize": m.resize, "format": self.kind,
                 "quantized": self.quantized, "outputs": [o.kind for o in m.outputs],
-                "file": self.path.name, "extra": m.extra}
-
-
-def _read_meta(session: Any, path: Path) -> ModelMeta:
-    props = session.get_modelmeta().custom_metadata_map
-    if META_KEY not in props:
-        raise ModelError(f"{path}: no '{META_KEY}' description in the ONNX metadata; export it with bbc1k.export")
-    try:
-        return ModelMeta.from_json(props[META_KEY])
-    except (ValueError, TypeError) as e:
-        raise ModelError(f"{path}: bad bbc1k description ({e})") from None
+                "file": self.path.name, "float32_file": self.float32_path.name if self.float32_path else None,
+                "extra": m.extra}
 
 
 def _check_role(role: str, meta: ModelMeta, path: Path) -> None:
@@ -130,24 +78,41 @@ def _check_role(role: str, meta: ModelMeta, path: Path) -> None:
                          f"(needs task {' or '.join(ROLE_TASKS[role])} with a {ROLE_OUTPUT[role]} output)")
 
 
-def load_onnx(role: str, path: Path, source: str, settings: Settings) -> ServedModel:
-    quantized = False
+def _open(path: Path, settings: Settings, model_sha256: str | None = None) -> Any:
     try:
-        session = open_session(path, threads=settings.threads, cache_dir=settings.optimized_cache)
+        return open_session(path, threads=settings.threads, cache_dir=settings.optimized_cache,
+                            model_sha256=model_sha256)
     except Exception as e:
-        raise ModelError(f"{path}: ONNX Runtime cannot load it ({type(e).__name__}: {str(e)[:300]})") from None
-    meta = _read_meta(session, path)
-    _check_role(role, meta, path)
-    if settings.quantize:
-        from app.quantize import QuantizeError, quantized_copy
+        raise BrokenModel(f"{path}: ONNX Runtime cannot load it ({type(e).__name__}: {str(e)[:300]})") from None
 
+
+def _int8_copy(path: Path, settings: Settings) -> tuple[Path, str] | None:
+    """``(X.int8.onnx, sha256 of X.onnx)`` when the int8 copy beside ``path`` is there."""
+    q = int8_path(path)
+    return (q, content_sha256(path, settings.optimized_cache)) if q.is_file() and q != path else None
+
+
+def load_onnx(role: str, path: Path, source: str, settings: Settings) -> ServedModel:
+    """The model at ``path``, served by its int8 copy when one made from it lies beside it."""
+    copy = None if settings.float32 else _int8_copy(path, settings)
+    if copy is not None:
+        qpath, source_sha = copy
         try:
-            qpath = quantized_copy(path, meta, settings.model_cache)
-        except QuantizeError as e:
-            raise ModelError(str(e)) from None
-        session = open_session(qpath, threads=settings.threads, cache_dir=settings.optimized_cache)
-        path, quantized = qpath, True
-    return ServedModel(role, meta, path, source, "onnx", quantized, session)
+            session = _open(qpath, settings)
+            meta = read_meta(session, qpath)
+        except BrokenModel as e:
+            log.warning("%s: the int8 copy does not load (%s); serving the float32 model", role, e)
+        else:
+            if (meta.extra.get(INT8_KEY) or {}).get("source_sha256") == source_sha:
+                _check_role(role, meta, qpath)
+                return ServedModel(role, meta, qpath, source, "onnx", True, session, float32_path=path)
+            log.warning("%s: %s was not made from %s (re-exported since?); serving the float32 model",
+                        role, qpath.name, path.name)
+            del session
+    session = _open(path, settings)
+    meta = read_meta(session, path)
+    _check_role(role, meta, path)
+    return ServedModel(role, meta, path, source, "onnx", False, session)
 
 
 class _FastaiPredictor:
@@ -189,12 +154,29 @@ def load_pickle(role: str, path: Path, source: str, settings: Settings) -> Serve
     return ServedModel(role, meta, path, source, "pickle", False, _FastaiPredictor(learn))
 
 
-def load_model(src: ModelSource, settings: Settings) -> ServedModel:
-    """Fetch and load one model; raises :class:`ModelError` with one clear line."""
-    path = fetch(src, settings.model_cache)
-    if _is_pickle(path):
+def _load_file(src: ModelSource, path: Path, settings: Settings) -> ServedModel:
+    if is_pickle(path):
         return load_pickle(src.role, path, src.source, settings)
     return load_onnx(src.role, path, src.source, settings)
+
+
+def load_model(src: ModelSource, settings: Settings, *, deadline_s: float | None = None,
+               progress: Progress | None = None) -> ServedModel:
+    """Fetch and load one model; raises :class:`ModelError` with one clear line.
+    A cached download that no longer loads is deleted and fetched once more."""
+    def get() -> Path:
+        return fetch(src, settings.model_cache, allow_pickle=settings.allow_pickle, deadline_s=deadline_s,
+                     progress=progress)
+
+    path = get()
+    try:
+        return _load_file(src, path, settings)
+    except BrokenModel as e:
+        if settings.model_cache not in path.parents:
+            raise
+        log.warning("%s: the cached %s does not load (%s); fetching it again", src.role, path.name, e)
+        path.unlink(missing_ok=True)
+    return _load_file(src, get(), settings)
 
 
 def discover(folder: Path, skip: set[str]) -> list[ModelSource]:
@@ -203,7 +185,10 @@ def discover(folder: Path, skip: set[str]) -> list[ModelSource]:
     if not folder.is_dir():
         raise ModelError(f"MODELS_DIR {folder} is not a folder")
     found: dict[str, Path] = {}
-    for path in sorted(folder.glob("*.onnx")):
+    paths = sorted(folder.glob("*.onnx"))
+    for path in paths:
+        if any(int8_path(p) == path for p in paths):
+            continue  # an int8 copy: served in place of its model
         try:
             from bbc1k.modelmeta import read_onnx_meta
 
@@ -221,17 +206,25 @@ def discover(folder: Path, skip: set[str]) -> list[ModelSource]:
     return [ModelSource(role, str(path)) for role, path in found.items()]
 
 
-def load_all(settings: Settings) -> dict[str, ServedModel]:
+def load_all(settings: Settings, progress: Progress | None = None) -> dict[str, ServedModel]:
+    """Every configured model, fetched and loaded within ``settings.load_timeout_s``
+    (downloads get what is left of it)."""
+    started = time.monotonic()
     models = {}
     sources = list(settings.models)
     if settings.models_dir is not None:
         sources += discover(settings.models_dir, {s.role for s in sources})
     for src in sources:
+        left = settings.load_timeout_s - (time.monotonic() - started)
+        if progress:
+            progress.note(src.role, "loading")
         try:
-            models[src.role] = load_model(src, settings)
+            models[src.role] = load_model(src, settings, deadline_s=max(left, 0.1), progress=progress)
         except ModelError as e:
             raise ModelError(f"cannot load the {src.role} ({src.role.upper()}={src.source}): {e}") from None
         m = models[src.role]
+        if progress:
+            progress.note(src.role, "loaded")
         log.info("%s: %s (%s, %s, classes %s)%s", src.role, m.meta.name, m.meta.task, m.kind,
                  ", ".join(m.meta.classes), " int8" if m.quantized else "")
     return models

@@ -1,10 +1,13 @@
 """The web routes over a :class:`~app.service.Service`: the page, ``/analyze``,
 the health and readiness probes, the metrics and the model list. Bad uploads
-get a 4xx with a JSON message (:mod:`app.errors`)."""
+get a 4xx with a JSON message (:mod:`app.errors`); overload is answered per
+request (503 + Retry-After) while ``/readyz`` stays 200; every answer carries
+the security headers (:mod:`app.headers`)."""
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -18,14 +21,14 @@ from starlette.staticfiles import StaticFiles
 from app.batching import QueueFull
 from app.config import Settings
 from app.errors import error_response, image_error_status
+from app.headers import SecurityHeadersMiddleware
 from app.metrics import MetricsMiddleware
 from app.service import Service
-from app.uploads import UploadError, drain
+from app.uploads import DRAIN_TIMEOUT_S, UploadError, drain, read_upload
 from bbc1k.serving.decode import ImageError
 
 log = logging.getLogger("bbc1k.serve")
 STATIC = Path(__file__).resolve().parent / "static"
-DRAIN_TIMEOUT_S = 5.0
 
 
 async def page(request: Request) -> Response:
@@ -33,7 +36,9 @@ async def page(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
+    """Alive, and honest about the start: 503 once loading failed or outlived LOAD_TIMEOUT."""
+    status, body = request.app.state.svc.health()
+    return JSONResponse(body, status_code=status)
 
 
 async def readyz(request: Request) -> Response:
@@ -64,9 +69,26 @@ async def api_models(request: Request) -> Response:
     })
 
 
+def _busy(svc: Service) -> Response | None:
+    if svc.in_progress < svc.settings.max_queue:
+        return None
+    svc.metrics.rejected.labels("busy").inc()
+    return error_response(503, "the server is busy; try again in a moment", retry_after=1)
+
+
+async def _refuse_upload(request: Request, svc: Service, e: UploadError) -> Response:
+    s = svc.settings
+    svc.metrics.rejected.labels(f"upload_{e.status}").inc()
+    close = e.close
+    if e.drain:  # the client hears the error instead of a reset, unless it stalls
+        close = not await drain(request, s.max_upload_bytes, min(DRAIN_TIMEOUT_S, s.upload_timeout_s))
+    return error_response(e.status, e.message, close=close)
+
+
 async def analyze(request: Request) -> Response:
     svc: Service = request.app.state.svc
     s = svc.settings
+    started = time.perf_counter()
     if not svc.ready:
         return error_response(503, "the models are still loading; try again shortly", retry_after=2)
     if not svc.models:
@@ -75,18 +97,24 @@ async def analyze(request: Request) -> Response:
         tasks = svc.parse_tasks(request.query_params.get("tasks"))
     except ValueError as e:
         return error_response(400, str(e))
-    if svc.in_progress >= s.max_queue:
-        svc.metrics.rejected.labels("busy").inc()
-        return error_response(503, "the server is busy; try again in a moment", retry_after=1)
+    if (busy := _busy(svc)) is not None:  # before reading: a busy server need not read the body
+        return busy
+    # The upload is read without a queue slot, under its own deadline: slow
+    # uploads cannot starve the analysis of the ones that have arrived.
+    try:
+        data = await read_upload(request, s.max_upload_bytes, s.upload_timeout_s)
+    except UploadError as e:
+        return await _refuse_upload(request, svc, e)
+    if (busy := _busy(svc)) is not None:
+        return busy
     svc.in_progress += 1
     svc.metrics.in_progress.inc()
+    uploaded = time.perf_counter()
     try:
-        return JSONResponse(await asyncio.wait_for(svc.analyze(request, tasks), s.request_timeout_s))
-    except UploadError as e:
-        svc.metrics.rejected.labels(f"upload_{e.status}").inc()
-        if e.drain:
-            await asyncio.wait_for(drain(request, s.max_upload_bytes), DRAIN_TIMEOUT_S)
-        return error_response(e.status, e.message)
+        left = s.request_timeout_s - (uploaded - started)
+        body = await asyncio.wait_for(svc.analyze(data, tasks), max(left, 0.001))
+        body["timings_ms"]["upload"] = round((uploaded - started) * 1000, 2)
+        return JSONResponse(body)
     except ImageError as e:
         status = image_error_status(e)
         svc.metrics.rejected.labels(f"image_{status}").inc()
@@ -103,7 +131,8 @@ async def analyze(request: Request) -> Response:
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
-    return error_response(exc.status_code, exc.detail or "error")
+    # exc.headers: e.g. the Allow of a 405
+    return error_response(exc.status_code, exc.detail or "error", headers=exc.headers)
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
@@ -131,4 +160,5 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.state.svc = svc
     app.add_middleware(MetricsMiddleware, metrics=svc.metrics)
+    app.add_middleware(SecurityHeadersMiddleware)
     return app

@@ -2,9 +2,10 @@
 
     python -m app serve [--host 0.0.0.0] [--port 5000] [--classifier PATH|URL] ...
     python app/server.py serve ...          (the same)
-    python -m app quantize IN.onnx OUT.onnx
+    python -m app quantize IN.onnx OUT.onnx [--images DIR]
 
-Every flag has an environment variable (``python -m app serve --help``).
+Every flag has an environment variable (``python -m app serve --help``); each
+is checked at start and a bad one stops the server with one line naming it.
 Routes (:mod:`app.routes`): ``GET /`` the page, ``POST /analyze`` (multipart
 field ``file``; ``?tasks=classify,detect,segment``), ``GET /healthz``,
 ``GET /readyz``, ``GET /metrics`` (Prometheus), ``GET /api/models``. The
@@ -20,11 +21,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from app.config import Settings, build_parser, settings_from_args
+from app.config import Settings, SettingsError, build_parser, settings_from_args
 from app.routes import create_app
 from app.service import Service
 
 log = logging.getLogger("bbc1k.serve")
+ERROR_PREFIX = "bbc1k-serve: error:"
+"""Every line that explains why the server stops starts with this."""
 
 
 def serve(settings: Settings) -> int:
@@ -34,11 +37,16 @@ def serve(settings: Settings) -> int:
     svc.start_loading()  # ONNX Runtime loads the models while the web server is imported and started
     import uvicorn
 
+    from app.protocol import configure
+
     # Pillow refuses (DecompressionBombError) above twice this; decode_image refuses above it.
     Image.MAX_IMAGE_PIXELS = settings.max_pixels
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                            access_log=False, server_header=False, timeout_keep_alive=5)
+                            access_log=False, server_header=False, timeout_keep_alive=5,
+                            http=configure(settings.header_timeout_s),
+                            # docker stop kills after 10 s: requests in progress get this long, then go
+                            timeout_graceful_shutdown=settings.shutdown_timeout_s)
     server = uvicorn.Server(config)
 
     def stop() -> None:
@@ -49,19 +57,38 @@ def serve(settings: Settings) -> int:
     return 1 if svc.failure else 0
 
 
+def quantize_command(src: str, dst: str, images: str | None) -> int:
+    from bbc1k.quantize import QuantizeError, image_files, quantize
+
+    calibration = image_files(images) if images else None
+    if calibration is not None and not calibration:
+        log.error("%s no images in %s", ERROR_PREFIX, images)
+        return 2
+    try:
+        out = quantize(Path(src), Path(dst), calibration)
+    except QuantizeError as e:
+        log.error("%s %s", ERROR_PREFIX, e)
+        return 1
+    log.info("wrote %s", out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """``serve`` or ``quantize``, as ``argv`` says; returns the exit status."""
     ns = build_parser().parse_args(argv)
-    settings = settings_from_args(ns)
+    try:
+        settings = settings_from_args(ns)
+    except SettingsError as e:
+        for line in e.lines:
+            print(f"{ERROR_PREFIX} {line}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s",
                         stream=sys.stderr)
     if ns.command == "quantize":
-        from app.quantize import quantize
-        from bbc1k.modelmeta import read_onnx_meta
-
-        out = quantize(Path(ns.src), Path(ns.dst), read_onnx_meta(ns.src))
-        log.info("wrote %s", out)
-        return 0
+        return quantize_command(ns.src, ns.dst, ns.images)
+    if os.environ.get("QUANTIZE"):
+        log.warning("QUANTIZE is no longer read: export writes an int8 copy beside each model and the "
+                    "server serves it (FLOAT32=1 serves the float32 models)")
     return serve(settings)
 
 

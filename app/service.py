@@ -9,26 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from starlette.requests import Request
 
 from app.batching import MicroBatcher
 from app.config import Settings
 from app.heap import bound_heap, release_free_heap
 from app.metrics import Metrics
-from app.models import ModelError, ServedModel, load_all
-from app.uploads import read_upload
+from app.fetch import ModelError, Progress
+from app.models import ServedModel, load_all
 from bbc1k.serving.decode import decode_image
 from bbc1k.serving.postprocess import MASK_COLOURS, box_to_image, mask_to_image, png_base64, probabilities
 from bbc1k.serving.runtime import cpu_count
 
 log = logging.getLogger("bbc1k.serve")
 TASKS = ("classify", "detect", "segment")
+LOAD_GRACE_S = 5.0
+"""The watchdog waits this much past the load deadline, so a download's own
+deadline error (the clearer one) comes first."""
 
 
 def _hex(rgb: tuple[int, ...]) -> str:
@@ -63,31 +66,42 @@ class Service:
         self.infer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
         self._loading: Future | None = None
         self._started = time.perf_counter()
+        self.progress = Progress()
 
     # ---- start-up -------------------------------------------------------
     def start_loading(self) -> None:
         """Start loading the models in a thread (once): serve() calls it before
-        importing and starting the web server, so the two overlap."""
+        importing and starting the web server, so the two overlap. A daemon
+        thread: a load stuck past its deadline must not keep the process alive."""
         if self._loading is None:
             self._started = time.perf_counter()
-            loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load")
-            self._loading = loader.submit(load_all, self.settings)
-            loader.shutdown(wait=False)
+            self._loading = future = Future()
+
+            def work() -> None:
+                try:
+                    future.set_result(load_all(self.settings, self.progress))
+                except BaseException as e:  # handed to load(), which says it in one line
+                    future.set_exception(e)
+
+            threading.Thread(target=work, name="load", daemon=True).start()
+
+    def _fail(self, message: str) -> None:
+        self.failure = message.replace("\n", "; ")
+        log.error("bbc1k-serve: error: %s", self.failure)
+        self.on_fatal()
 
     async def load(self) -> None:
         self.start_loading()
+        limit = self.settings.load_timeout_s
         try:
-            models = await asyncio.wrap_future(self._loading)
+            models = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(self._loading)), limit + LOAD_GRACE_S)
         except ModelError as e:
-            self.failure = str(e)
-            log.error("bbc1k-serve: error: %s", self.failure)
-            self.on_fatal()
-            return
+            return self._fail(str(e))
+        except TimeoutError:
+            return self._fail(f"the models did not load within LOAD_TIMEOUT={limit:g} s "
+                              f"({self.progress.describe()})")
         except Exception as e:  # anything else while loading is fatal too, and said in one line
-            self.failure = f"loading the models failed ({type(e).__name__}: {e})".replace("\n", "; ")
-            log.error("bbc1k-serve: error: %s", self.failure)
-            self.on_fatal()
-            return
+            return self._fail(f"loading the models failed ({type(e).__name__}: {e})")
         s = self.settings
         for role, model in models.items():
             if model.kind == "pickle":
@@ -113,6 +127,18 @@ class Service:
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
         self.infer_pool.shutdown(wait=False, cancel_futures=True)
 
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """``(status, body)`` of /healthz: 200 when serving or starting within
+        the load deadline; 503 once the start failed or outlived its deadline."""
+        if self.ready:
+            return 200, {"status": "ok"}
+        seconds = round(time.perf_counter() - self._started, 1)
+        if self.failure:
+            return 503, {"status": "failed", "error": self.failure}
+        if seconds > self.settings.load_timeout_s:
+            return 503, {"status": "stuck", "seconds": seconds, "loading": self.progress.describe()}
+        return 200, {"status": "starting", "seconds": seconds, "loading": self.progress.describe()}
+
     # ---- which models serve which task ------------------------------------
     def _classify_role(self) -> str | None:
         if "classifier" in self.models:
@@ -126,13 +152,19 @@ class Service:
         return [t for t in TASKS if on[t]]
 
     def parse_tasks(self, text: str | None) -> list[str]:
+        """The tasks ``?tasks=`` names (all enabled ones when it is absent or
+        empty); ValueError with a short message, which never echoes long input."""
         enabled = self.tasks()
-        if not text:
+        if text is None or text == "":
             return enabled
         asked = [t.strip() for t in text.split(",") if t.strip()]
-        unknown = [t for t in asked if t not in TASKS]
+        if not asked:
+            raise ValueError(f"?tasks= names no task; choose from {', '.join(TASKS)}")
+        unknown = list(dict.fromkeys(t for t in asked if t not in TASKS))
         if unknown:
-            raise ValueError(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
+            shown = ", ".join(repr(t if len(t) <= 20 else t[:20] + "...") for t in unknown[:3])
+            more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+            raise ValueError(f"unknown task(s) {shown}{more}; choose from {', '.join(TASKS)}")
         off = [t for t in asked if t not in enabled]
         if off:
             raise ValueError(f"task(s) {', '.join(off)} not available: no model loaded for them "
@@ -158,9 +190,9 @@ class Service:
         # Only the model inputs wait in the queues: the decoded pixels (up to 3 MB) are dropped now.
         return UploadInfo(decoded.width, decoded.height, decoded.format, decoded.scale), prepared
 
-    async def analyze(self, request: Request, tasks: list[str]) -> dict[str, Any]:
+    async def analyze(self, data: bytes, tasks: list[str]) -> dict[str, Any]:
+        """The answer for an uploaded image (already read: reading holds no queue slot)."""
         t0 = time.perf_counter()
-        data = await read_upload(request, self.settings.max_upload_bytes)
         loop = asyncio.get_running_loop()
         roles = self._roles_for(tasks)
         decoded, prepared = await loop.run_in_executor(self.decode_pool, self._decode_and_prepare, data, roles)

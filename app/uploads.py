@@ -1,20 +1,26 @@
 """Read the uploaded file of a multipart request, within a size limit that is
-checked on the Content-Length header and on the bytes actually received."""
+checked on the Content-Length header and on the bytes actually received, and
+within a deadline: a body that trickles in is cut off, not waited for."""
 from __future__ import annotations
+
+import asyncio
 
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
 
 FIELD = "file"  # the field name the 2020 client sends
+DRAIN_TIMEOUT_S = 5.0
+"""At most this long is spent reading the rest of a refused body, so the client hears why."""
 
 
 class UploadError(Exception):
-    def __init__(self, status: int, message: str, *, drain: bool = False):
+    def __init__(self, status: int, message: str, *, drain: bool = False, close: bool = False):
         super().__init__(message)
         self.status = status
         self.message = message
         self.drain = drain  # the client may still be sending: read the rest before answering
+        self.close = close  # the client may still be sending: answer, then close the connection
 
 
 class _TooLarge(Exception):
@@ -38,35 +44,31 @@ def _limited(request: Request, limit: int) -> Request:
     return Request(request.scope, limited_receive)
 
 
-async def drain(request: Request, cap: int) -> None:
-    """Read and drop up to ``cap`` more body bytes, so that a client still
-    sending hears the error instead of a reset connection."""
+async def _drop(request: Request, cap: int) -> bool:
     dropped = 0
+    while dropped <= cap:
+        message = await request.receive()
+        if message["type"] != "http.request":
+            return False
+        dropped += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return True
+    return False
+
+
+async def drain(request: Request, cap: int, timeout: float = DRAIN_TIMEOUT_S) -> bool:
+    """Read and drop up to ``cap`` more body bytes within ``timeout`` seconds,
+    so that a client still sending hears the error instead of a reset
+    connection. False when the body did not end in time (a client that
+    stalled, or went away): the answer should then close the connection."""
     try:
-        while dropped <= cap:
-            message = await request.receive()
-            if message["type"] != "http.request":
-                return
-            dropped += len(message.get("body", b""))
-            if not message.get("more_body", False):
-                return
-    except Exception:  # the client went away: nothing to drain
-        return
+        return await asyncio.wait_for(_drop(request, cap), timeout)
+    except (TimeoutError, ClientDisconnect, OSError):
+        return False
 
 
-async def read_upload(request: Request, limit: int) -> bytes:
-    """The bytes of the one ``file`` field; raises :class:`UploadError`."""
+async def _read(request: Request, limit: int) -> bytes:
     mb = limit / (1024 * 1024)
-    length = request.headers.get("content-length")
-    if length is not None:
-        if not length.isdigit():
-            raise UploadError(400, "bad Content-Length header")
-        if int(length) > limit:
-            raise UploadError(413, f"the upload is larger than {mb:g} MB")
-    ctype = request.headers.get("content-type", "")
-    if not ctype.lower().startswith("multipart/form-data"):
-        raise UploadError(415, f"send the image as multipart/form-data in a field named '{FIELD}' "
-                               f"(got Content-Type {ctype or 'none'!r})")
     try:
         form = await _limited(request, limit).form(max_files=4, max_fields=16)
     except _TooLarge:
@@ -87,3 +89,22 @@ async def read_upload(request: Request, limit: int) -> bytes:
         return await upload.read()
     finally:
         await form.close()
+
+
+async def read_upload(request: Request, limit: int, timeout: float) -> bytes:
+    """The bytes of the one ``file`` field, received within ``timeout``
+    seconds; raises :class:`UploadError` (408 past the deadline)."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise UploadError(400, "bad Content-Length header")
+        if int(length) > limit:
+            raise UploadError(413, f"the upload is larger than {limit / (1024 * 1024):g} MB")
+    ctype = request.headers.get("content-type", "")
+    if not ctype.lower().startswith("multipart/form-data"):
+        raise UploadError(415, f"send the image as multipart/form-data in a field named '{FIELD}' "
+                               f"(got Content-Type {ctype or 'none'!r})")
+    try:
+        return await asyncio.wait_for(_read(request, limit), timeout)
+    except TimeoutError:
+        raise UploadError(408, f"the upload did not arrive within {timeout:g} s", close=True) from None

@@ -1,36 +1,60 @@
 """The dataset for notebooks in one call: ``path = bbc1k.data.get()``.
 
 ``get()`` reuses a dataset already in place, else installs one (see
-:mod:`bbc1k.sources`); ``labels_frame(path)`` gives the labels as a pandas
-DataFrame for fastai DataBlocks.
+:mod:`bbc1k.sources`); ``needs=("boxes",)`` or ``("masks",)`` says which
+annotations the lesson cannot do without. ``labels_frame(path)`` gives the
+labels as a pandas DataFrame for fastai DataBlocks.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bbc1k import layout
 from bbc1k.download import DownloadError, probe
 from bbc1k.layout import DATASET_DIRNAME, MASK_CLASSES, OBJECT_CLASSES, read_boxes, read_labels, read_provenance
-from bbc1k.sources import SOURCES, DataError, install
-from bbc1k.validate import find_dataset, validate
+from bbc1k.sources import ANNOTATIONS, SOURCES, DataError, install, sources_with
+from bbc1k.validate import Report, find_dataset, validate
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["MASK_CLASSES", "OBJECT_CLASSES", "get", "labels_frame", "read_boxes", "read_labels"]
+__all__ = ["MASK_CLASSES", "OBJECT_CLASSES", "DataError", "get", "labels_frame", "read_boxes", "read_labels"]
 
 AUTO_PROBE_TIMEOUT_S = 5.0
 """How long ``get("auto")`` waits for the original host before generating instead."""
 
 
-def _reusable(target: Path, source: str, n: int, seed: int, size: tuple[int, int]) -> bool:
-    """True when ``target`` holds a usable dataset that matches the request."""
+def _check_needs(needs: Iterable[str]) -> tuple[str, ...]:
+    needs = tuple(needs)
+    unknown = [n for n in needs if n not in ANNOTATIONS]
+    if unknown:
+        raise ValueError(f"needs={needs!r}: {', '.join(map(repr, unknown))} unknown; "
+                         f"a dataset may provide {' and '.join(ANNOTATIONS)} besides class labels")
+    return needs
+
+
+def _missing(report: Report, needs: tuple[str, ...]) -> list[str]:
+    have = {"boxes": report.has_boxes, "masks": report.has_masks}
+    return [n for n in needs if not have[n]]
+
+
+def _use_instead(needs: tuple[str, ...]) -> str:
+    names = sources_with(needs)
+    return " or ".join(f'"{n}"' for n in names)
+
+
+def _existing(target: Path) -> Report | None:
+    """The quick report of a usable dataset at ``target``, or None when there is none."""
     if not (target / layout.IMAGES_DIR).is_dir():
-        return False
+        return None
     report = validate(target, deep=False)
-    if report.n_images == 0 or not report.has_labels:
-        return False
+    return report if report.n_images and report.has_labels else None
+
+
+def _matches(target: Path, source: str, n: int, seed: int, size: tuple[int, int]) -> bool:
+    """True when the dataset at ``target`` is what ``source`` (and its settings) would install."""
     made = read_provenance(target) or {}
     if source == "auto" or not made:
         return True  # any dataset will do, or one put there by hand
@@ -40,10 +64,19 @@ def _reusable(target: Path, source: str, n: int, seed: int, size: tuple[int, int
     return made.get("source") == source
 
 
+def _require(path: Path, needs: tuple[str, ...], what: str) -> Path:
+    lacking = _missing(validate(path, deep=False), needs)
+    if lacking:
+        raise DataError(f"{what} at {path} has no {' and no '.join(lacking)}, which this lesson needs; "
+                        f"use DATA_SOURCE = {_use_instead(needs)} instead")
+    return path
+
+
 def get(
     source: str = "auto",
     dest: Path | str = "data",
     *,
+    needs: Iterable[str] = (),
     url: str | None = None,
     sha256: str | None = None,
     n_images: int = 1000,
@@ -55,22 +88,43 @@ def get(
 
     ``source`` is ``"welchlabs"``, ``"github"``, ``"synthetic"`` or ``"auto"``:
     the original archive when its host answers, else (with a short
-    explanation) a synthetic set of ``n_images`` images. A dataset already in
-    place is reused when it fits the request (see ``.bbc1k-source.json``).
+    explanation) a synthetic set of ``n_images`` images. ``needs`` names the
+    annotations the caller cannot do without (``"boxes"``, ``"masks"``): a
+    source without them is refused at once with the names of those that have
+    them. A dataset already in place is reused when it has them and fits the
+    request (see ``.bbc1k-source.json``); with ``"auto"``, one that lacks them
+    is replaced, unless it was put there by hand (then DataError: nothing of
+    yours is deleted).
     """
+    needs = _check_needs(needs)
     if source != "auto" and source not in SOURCES:
         raise ValueError(f"unknown source {source!r}; expected auto or one of {', '.join(SOURCES)}")
+    if source != "auto" and not set(needs) <= set(SOURCES[source].provides):
+        raise DataError(f"the {source} source has {SOURCES[source].labels}, and this lesson needs "
+                        f"{' and '.join(needs)}: set DATA_SOURCE = {_use_instead(needs)} (or \"auto\")")
     target = Path(dest) / DATASET_DIRNAME
-    if _reusable(target, source, n_images, seed, size):
+    report = _existing(target)
+    lacking = _missing(report, needs) if report else []
+    if report and not lacking and _matches(target, source, n_images, seed, size):
         print(f"using the dataset already at {target}")
         return target
+    if lacking and source == "auto":
+        made = read_provenance(target)
+        if not made:
+            raise DataError(f"the dataset at {target} has no {' and no '.join(lacking)}, which this lesson "
+                            "needs, and was put there by hand, so it is left alone: move it away, or set "
+                            f"DATA_DIR to another folder, or DATA_SOURCE = {_use_instead(needs)}")
+        print(f"the {made.get('source', '')} dataset at {target} has no {' and no '.join(lacking)}, which this "
+              "lesson needs: replacing it with one that has them.")
     if source != "auto":
-        return install(source, dest, url=url, sha256=sha256, n=n_images, seed=seed, size=size, progress=progress)
+        path = install(source, dest, url=url, sha256=sha256, n=n_images, seed=seed, size=size, progress=progress)
+        return _require(path, needs, f"the {source} dataset")
     original = url or SOURCES["welchlabs"].url
     reason = probe(original, timeout=AUTO_PROBE_TIMEOUT_S)
     if reason is None:
         try:
-            return install("welchlabs", dest, url=url, sha256=sha256, progress=progress)
+            return _require(install("welchlabs", dest, url=url, sha256=sha256, progress=progress), needs,
+                            "the downloaded dataset")
         except (DownloadError, DataError) as e:
             reason = str(e).splitlines()[0]
     print(f"the original dataset is out of reach ({reason}).\n"

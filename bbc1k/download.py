@@ -17,9 +17,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["DownloadError", "download", "drive_url", "probe", "sha256_of"]
+__all__ = ["DownloadError", "download", "drive_url", "is_drive_id", "probe", "sha256_of"]
 
 CHUNK = 1 << 16
 BACKOFF_BASE_S = 1.0
@@ -50,12 +51,25 @@ class _Restart(Exception):
     """The partial file cannot be continued; start again from byte 0."""
 
 
+class _Late(Exception):
+    """The download's deadline passed; ``args``: bytes received, total (or None)."""
+
+
 def sha256_of(path: Path | str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def is_drive_id(text: str) -> bool:
+    """Whether ``text`` has the shape of a bare Google Drive file id: a random
+    URL-safe token of 25 characters or more (33 today, 28 for old files) that
+    mixes upper case, lower case and digits, as a random token does and a
+    file or folder name seldom does (``models_final_version_2`` is no id)."""
+    return (re.fullmatch(r"[A-Za-z0-9_-]{25,}", text) is not None and any(c.isupper() for c in text)
+            and any(c.islower() for c in text) and any(c.isdigit() for c in text))
 
 
 def drive_url(link_or_id: str) -> str | None:
@@ -69,8 +83,8 @@ def drive_url(link_or_id: str) -> str | None:
             return None
         m = re.search(r"/(?:file/)?d/([\w-]{10,})", parsed.path)
         file_id = m.group(1) if m else (urllib.parse.parse_qs(parsed.query).get("id") or [None])[0]
-    elif re.fullmatch(r"[\w-]{20,}", text):
-        file_id = text  # a bare id: Drive ids are long URL-safe tokens
+    elif is_drive_id(text):
+        file_id = text
     if not file_id:
         return None
     return f"https://drive.usercontent.google.com/download?id={file_id}&export=download&confirm=t"
@@ -118,9 +132,12 @@ def _definitive(url: str, problem: str, part: Path, hint: str | None = None) -> 
     return DownloadError(url, problem, hint)
 
 
-def _attempt(url: str, part: Path, *, expected_size: int | None, timeout: float, binary: bool, bar) -> None:
-    """One request: continue ``part`` from its current size to the end."""
+def _attempt(url: str, part: Path, *, expected_size: int | None, timeout: float, binary: bool, bar,
+             until: float, on_progress: Callable[[int, int | None], None] | None) -> None:
+    """One request: continue ``part`` from its current size to the end, by
+    ``until`` (a time.monotonic() value)."""
     offset = part.stat().st_size if part.exists() else 0
+    timeout = max(0.1, min(timeout, until - time.monotonic()))
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
@@ -170,7 +187,7 @@ def _attempt(url: str, part: Path, *, expected_size: int | None, timeout: float,
             first = True
             while True:
                 try:
-                    block = resp.read(CHUNK)
+                    block = resp.read1(CHUNK)  # what has arrived: a slow server is seen at once
                 except (http.client.HTTPException, OSError) as e:
                     raise _Transient(f"connection dropped after {received:,} bytes ({type(e).__name__})") from None
                 if not block:
@@ -184,6 +201,10 @@ def _attempt(url: str, part: Path, *, expected_size: int | None, timeout: float,
                 out.write(block)
                 received += len(block)
                 bar.update(len(block))
+                if on_progress is not None:
+                    on_progress(received, total)
+                if time.monotonic() > until:
+                    raise _Late(received, total)
         if binary and offset == 0 and received == 0 and _is_html(resp.headers.get("Content-Type"), b""):
             raise _definitive(url, "the server sent an HTML page, not the file", part, "use a mirror")
         if total is not None and received < total:
@@ -212,6 +233,8 @@ def download(
     timeout: float = 30,
     progress: bool = True,
     binary: bool = True,
+    deadline: float | None = None,
+    on_progress: Callable[[int, int | None], None] | None = None,
 ) -> Path:
     """Fetch ``url`` to ``dest`` and return ``dest``.
 
@@ -220,9 +243,13 @@ def download(
     connection, 5xx, timeout) ``retries`` times with exponential backoff, checks
     ``expected_size`` and ``sha256`` when given and only then renames to
     ``dest``. ``binary=True`` refuses an HTML page (e.g. a Google Drive quota
-    page). Raises :class:`DownloadError`; a definitive failure (404, HTML page,
-    size or hash mismatch) leaves no ``.part`` behind. An existing ``dest``
-    whose sha256 matches is kept without downloading.
+    page). ``deadline`` bounds the whole download in seconds, retries
+    included (a server that trickles bytes never trips the read ``timeout``);
+    past it the ``.part`` is kept for the next run. ``on_progress(received,
+    total)`` is called after each block (``total`` None when unknown). Raises
+    :class:`DownloadError`; a definitive failure (404, HTML page, size or hash
+    mismatch) leaves no ``.part`` behind. An existing ``dest`` whose sha256
+    matches is kept without downloading.
     """
     from tqdm.auto import tqdm
 
@@ -234,11 +261,19 @@ def download(
     start = part.stat().st_size if part.exists() else 0
     bar = tqdm(total=expected_size, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
                desc=dest.name, disable=not progress, leave=True)
+    until = time.monotonic() + deadline if deadline is not None else float("inf")
     try:
         for attempt in range(retries + 1):
             try:
-                _attempt(url, part, expected_size=expected_size, timeout=timeout, binary=binary, bar=bar)
+                _attempt(url, part, expected_size=expected_size, timeout=timeout, binary=binary, bar=bar,
+                         until=until, on_progress=on_progress)
                 break
+            except _Late as e:
+                received, total = e.args
+                of = f" of {total:,}" if total is not None else ""
+                raise DownloadError(url, f"took longer than {deadline:g} s ({received:,}{of} bytes received)",
+                                    "the server is too slow; the partial file is kept and the next run "
+                                    "resumes it; or use a faster mirror") from None
             except _Restart:
                 part.unlink(missing_ok=True)
                 bar.reset()
@@ -249,6 +284,9 @@ def download(
                     raise DownloadError(url, f"{e} (gave up after {retries + 1} tries)",
                                         f"try again later{kept}, or use a mirror") from None
                 wait = BACKOFF_BASE_S * 2 ** attempt
+                if time.monotonic() + wait >= until:
+                    raise DownloadError(url, f"{e}; no time left to retry within {deadline:g} s",
+                                        "try again later, or use a mirror") from None
                 bar.write(f"{dest.name}: {e}; retrying in {wait:g} s")
                 time.sleep(wait)
         else:

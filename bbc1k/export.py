@@ -93,10 +93,12 @@ BOX_OUTPUTS = 4
 
 def export_learner(learn: Any, name: str, out_dir: str | os.PathLike, task: str, *,
                    classes: list[str] | None = None, extra: dict[str, Any] | None = None,
-                   resize: str | None = None, n_sample: int = 4) -> dict[str, Path]:
+                   resize: str | None = None, n_sample: int = 4, int8: bool = True) -> dict[str, Path]:
     """Write ``<name>.pkl`` (``learn.export``) and ``<name>.onnx`` (with its
     bbc1k description, checked against PyTorch on a validation batch) into
-    ``out_dir``; return ``{"pkl": path, "onnx": path}``.
+    ``out_dir``, and with ``int8`` its int8 copy ``<name>.int8.onnx`` when that
+    scores within half a point of it (:func:`learner_int8_copy`); return
+    ``{"pkl": path, "onnx": path}`` (and ``"int8": path`` when written).
 
     ``task`` says what the network's output means:
 
@@ -143,7 +145,39 @@ def export_learner(learn: Any, name: str, out_dir: str | os.PathLike, task: str,
         network.to(device).train(was_training)
     pkl_path = out / f"{name}.pkl"
     learn.export(pkl_path.resolve())
-    return {"pkl": pkl_path, "onnx": onnx_path}
+    written = {"pkl": pkl_path, "onnx": onnx_path}
+    if int8:
+        report = learner_int8_copy(learn, onnx_path, task)
+        print(report.line())
+        if report.path is not None:
+            written["int8"] = report.path
+    return written
+
+
+def learner_int8_copy(learn: Any, onnx_path: Path, task: str, n_calibration: int = 64) -> Any:
+    """The int8 copy of a learner's export (:func:`bbc1k.quantize.write_int8_copy`):
+    calibrated on training images (with the validation transforms), judged on
+    the validation set against its labels (classes, masks), or, for box
+    models, by agreement with the float32 model."""
+    import torch
+
+    from bbc1k.quantize import write_int8_copy
+
+    def arrays(batch: Any) -> list:
+        return list(batch.as_subclass(torch.Tensor).detach().cpu().float().numpy())
+
+    dls = learn.dls
+    items = dls.train.items
+    step = max(1, len(items) // n_calibration)
+    # with their labels: a box learner's batching (bb_pad) needs whole samples; the
+    # validation transforms either way, as at serving
+    calibration = [x for b in dls.test_dl(items[::step][:n_calibration], with_labels=True) for x in arrays(b[0])]
+    validation = None
+    if task in ("classify", "segment"):
+        validation = [(x, y if task == "segment" else int(y))
+                      for xb, yb in ((b[0], b[1]) for b in dls.valid)
+                      for x, y in zip(arrays(xb), yb.as_subclass(torch.Tensor).cpu().numpy())]
+    return write_int8_copy(onnx_path, calibration, validation)
 
 
 def _serving_model(network: Any, task: str) -> Any:

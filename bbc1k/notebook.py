@@ -1,6 +1,7 @@
 """Notebook plumbing: where we run (Colab, GPU or CPU), seeding, mixed precision,
-and whether pretrained weights can be had. The lessons call these so their own
-cells can stay about the deep learning.
+whether pretrained weights can be had, which learning rate the finder's
+suggestions give, and downloading an export from Colab. The lessons call these
+so their own cells can stay about the deep learning.
 
 Importing this module needs neither torch nor fastai; the functions import them.
 """
@@ -157,3 +158,35 @@ def check_pretrained(arch: str, pretrained: bool = True, *, timeout: float = 5.0
             f"{cached_weights_path(url)}, or train from scratch: set PRETRAINED = False in the "
             "parameters cell at the top (or run papermill with -p PRETRAINED False) and run again."
         ) from None
+
+
+LR_SUGGESTIONS = ("minimum", "steep", "valley")
+"""The learning-rate finder's suggestions the lessons ask for (fastai's ``suggest_funcs``)."""
+
+
+def chosen_lr(suggestions: Any, choice: str | float) -> float:
+    """The learning rate ``choice`` names: one of the finder's ``suggestions``
+    (``"minimum"``, ``"steep"``, ``"valley"``) or a number of one's own. Says which."""
+    if isinstance(choice, str):
+        if choice not in LR_SUGGESTIONS:
+            raise ValueError(f"LR = {choice!r}: use one of the finder's suggestions "
+                             f"({', '.join(map(repr, LR_SUGGESTIONS))}) or a number")
+        lr = float(getattr(suggestions, choice))
+        print(f"learning rate: {lr:.2e}, the finder's {choice!r} suggestion")
+        return lr
+    lr = float(choice)
+    if not lr >= 0:
+        raise ValueError(f"LR = {choice!r}: a learning rate is a number of 0 or more")
+    print(f"learning rate: {lr:.2e}, set by hand (LR = {choice!r})")
+    return lr
+
+
+def offer_download(path: str | os.PathLike) -> None:
+    """In Colab, download ``path`` to this computer (files in a Colab runtime
+    vanish with it); elsewhere, say where the file is."""
+    if in_colab():
+        from google.colab import files  # exists only in Colab
+
+        files.download(str(path))
+    else:
+        print(f"the file is at {Path(path).resolve()}")

@@ -7,10 +7,13 @@
   GPU machine by ``python -m bench.train_gpu`` when its weights are in
   runs/bench-serve/gpu/, else briefly with fastai on the CPUs; wrapped in a
   fastai Learner and exported both as the 2020 design's ``.pkl``
-  (``learn.export``) and as ``.onnx`` (``bbc1k.export``), plus its int8
-  quantised copy;
+  (``learn.export``) and as ``.onnx`` (``bbc1k.export``), plus the int8 copy
+  export writes beside it (calibrated on the training photos, checked on the
+  held-out ones: ``bbc1k.quantize``);
 - an untrained resnet34 classify+detect model and a resnet34 U-Net segmenter at
-  256 px, only to measure memory with three realistic models loaded.
+  256 px (with int8 copies), only to measure memory with three realistic models;
+- ``tiny(out)``: a small untrained network on synthetic photos, the same three
+  files, to check the benchmark itself in seconds (``serve_bench --tiny``).
 """
 from __future__ import annotations
 
@@ -101,20 +104,70 @@ def classifier(photos: Path, epochs: int = 2, threads: int = 2) -> dict:
                      extra={"architecture": "resnet34", "pretrained": False, **how})
     onnx_path = export_onnx(learn.model.eval(), meta, CACHE / "bbc-resnet34.onnx", torch.randn(2, 3, SIZE, SIZE))
     facts = {"pkl": str(pkl), "onnx": str(onnx_path), "classes": vocab,
+             "train_items": [str(p) for p in dls.train.items],
              "valid_items": [str(p) for p in dls.valid.items], **how}
     facts_path.write_text(json.dumps(facts, indent=1))
     return facts
 
 
-def quantized(onnx_path: str) -> str:
-    """The int8 copy of an export (app/quantize.py), made once next to it."""
-    from app.quantize import quantize
+def int8_copy(onnx_path: str, facts: dict | None = None, *, tolerance: float | None = None) -> str:
+    """The int8 copy export writes beside ``onnx_path`` (made once): calibrated
+    on the training photos and checked on the held-out ones when ``facts``
+    names them, else on synthetic photos by agreement with float32 (with
+    ``tolerance``: an untrained model kept only to measure memory)."""
+    from bbc1k.download import sha256_of
     from bbc1k.modelmeta import read_onnx_meta
+    from bbc1k.quantize import INT8_KEY, TOLERANCE, int8_path, write_int8_copy
 
-    out = Path(onnx_path).with_suffix(".int8.onnx")
-    if not out.exists():
-        quantize(Path(onnx_path), out, read_onnx_meta(onnx_path), images=8)
+    out = int8_path(onnx_path)
+    made_from = read_onnx_meta(str(out)).extra.get(INT8_KEY, {}).get("source_sha256") if out.exists() else None
+    if made_from != sha256_of(onnx_path):  # none yet, or one the app would not serve (older, or stale)
+        train = facts.get("train_items") if facts else None
+        valid = [(p, Path(p).parent.name) for p in facts["valid_items"]] if facts else None
+        report = write_int8_copy(onnx_path, train, valid, tolerance=TOLERANCE if tolerance is None else tolerance)
+        print(f"  {report.line()}", flush=True)
+        if report.path is None:
+            raise SystemExit(f"{onnx_path}: {report.line()}")
     return str(out)
+
+
+def tiny(out: Path, photos_per_class: int = 12, size: int = 64) -> dict:
+    """A small untrained classifier on synthetic photos: ``.pkl``, ``.onnx`` and
+    its int8 copy, and the photos (``photos``) to post, for checking the benchmark."""
+    facts_path = out / "classifier.json"
+    if facts_path.exists():
+        return json.loads(facts_path.read_text())
+    import torch
+    from fastai.vision.all import (CategoryBlock, DataBlock, ImageBlock, Learner, RandomSplitter, Resize,
+                                   get_image_files, parent_label)
+
+    from bbc1k.export import export_onnx
+    from bbc1k.modelmeta import ModelMeta, OutputSpec
+    from bbc1k.synth import render_sample
+
+    photos = out / "photos"
+    for i in range(photos_per_class * 3):
+        im, _, label = render_sample(SEED, i, size=(160, 120))
+        (photos / label).mkdir(parents=True, exist_ok=True)
+        im.save(photos / label / f"{i:03d}.jpg", quality=90)
+    dls = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files, get_y=parent_label,
+                    splitter=RandomSplitter(0.25, seed=SEED), item_tfms=Resize(size, method="squish")
+                    ).dataloaders(photos, bs=8, num_workers=0)
+    torch.manual_seed(SEED)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, stride=2, padding=1),
+                        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, len(dls.vocab)))
+    learn = Learner(dls, net)
+    learn.export((out / "tiny.pkl").resolve())
+    vocab = [str(v) for v in dls.vocab]
+    meta = ModelMeta(task="classify", name="tiny", classes=vocab, input_size=[size, size], resize="squish",
+                     outputs=[OutputSpec("logits", "class_logits", ["N", len(vocab)])])
+    onnx_path = export_onnx(net.eval(), meta, out / "tiny.onnx", torch.randn(2, 3, size, size))
+    facts = {"pkl": str(out / "tiny.pkl"), "onnx": str(onnx_path), "classes": vocab, "photos": str(photos),
+             "train_items": [str(p) for p in dls.train.items], "valid_items": [str(p) for p in dls.valid.items],
+             "trained_with": "nothing (untrained, for checking the benchmark)", "valid_accuracy": float("nan")}
+    int8_copy(str(onnx_path), facts, tolerance=1.0)
+    facts_path.write_text(json.dumps(facts, indent=1))
+    return facts
 
 
 class Multitask(nn.Module):
@@ -164,9 +217,10 @@ def main() -> None:
     add_photos_arg(ap)
     photos = photos_dir(ap.parse_args().photos)
     facts = classifier(photos)
-    print(json.dumps(facts, indent=1)[:600])
-    print(quantized(facts["onnx"]))
-    print(detector_and_segmenter())
+    print(json.dumps({k: v for k, v in facts.items() if not k.endswith("_items")}, indent=1))
+    print(int8_copy(facts["onnx"], facts))
+    three = detector_and_segmenter()
+    print(three, [int8_copy(p, tolerance=1.0) for p in three.values()])
     print(load_note())
 
 

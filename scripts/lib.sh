@@ -24,12 +24,30 @@ ensure_venv() {  # ensure_venv REQUIREMENTS_FILE...
   echo "$want $*" >"$stamp"
 }
 
-ensure_chromium() {  # the browser test drives Debian's chromium; it needs root to install
-  if command -v chromium >/dev/null 2>&1; then return 0; fi
+apt_install() {  # apt_install WHAT PACKAGE...: Debian packages for WHAT as root with apt-get, else WHAT is skipped
+  local what=$1
+  shift
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "==> installing chromium for the browser test"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    echo "==> installing $* for $what"
+    if [ -z "${BBC1K_APT_UPDATED:-}" ]; then  # once per run: the lists are fresh for the next call
+      apt-get update -qq || return
+      BBC1K_APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
   else
-    echo "==> chromium is not installed (apt-get install chromium as root): the browser test will be skipped"
+    echo "==> $* not installed (apt-get install $* as root): $what will be skipped"
   fi
+}
+
+ensure_chromium() {  # the browser test drives Debian's chromium
+  command -v chromium >/dev/null 2>&1 || apt_install "the browser test" chromium
+}
+
+ensure_podman() {  # the image test builds and runs the Dockerfile with Debian's podman, runc and debootstrap
+  command -v podman >/dev/null 2>&1 && command -v runc >/dev/null 2>&1 && command -v debootstrap >/dev/null 2>&1 \
+    || apt_install "the image test" podman runc debootstrap
+}
+
+ensure_haproxy() {  # the replica test puts Debian's haproxy in front of two app processes
+  command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || apt_install "the replica test" haproxy
 }

@@ -18,12 +18,12 @@ from bbc1k.serving.decode import (ACCEPTED_FORMATS, DEFAULT_MAX_PIXELS, DEFAULT_
 from bbc1k.serving.postprocess import (MASK_COLOURS, box_to_image, mask_to_image, png_base64, probabilities,
                                        softmax)
 from bbc1k.serving.preprocess import Fit, fit_image, prepare, to_tensor
-from bbc1k.serving.runtime import cpu_count, open_session, optimized_graph_path
+from bbc1k.serving.runtime import content_sha256, cpu_count, open_session, optimized_graph_path
 
 __all__ = [
     "ACCEPTED_FORMATS", "DEFAULT_MAX_PIXELS", "DEFAULT_WORK_SIDE", "BadImage", "Decoded", "ImageError",
     "ImageTooLarge", "NotAnImage", "decode_image",
     "Fit", "fit_image", "prepare", "to_tensor",
     "MASK_COLOURS", "box_to_image", "mask_to_image", "png_base64", "probabilities", "softmax",
-    "cpu_count", "open_session", "optimized_graph_path",
+    "content_sha256", "cpu_count", "open_session", "optimized_graph_path",
 ]

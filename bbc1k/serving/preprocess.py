@@ -30,26 +30,27 @@ class Fit:
         return u * self.sx + self.ox, v * self.sy + self.oy
 
 
-def fit_image(im: Image.Image, meta: ModelMeta) -> tuple[Image.Image, Fit]:
+def fit_image(im: Image.Image, meta: ModelMeta, *,
+              resample: Image.Resampling = Image.Resampling.BILINEAR) -> tuple[Image.Image, Fit]:
     """Fit ``im`` to ``meta.input_size`` by ``meta.resize`` (as fastai's
-    Resize does at validation: squish, centre crop, or centred black padding)."""
+    Resize does at validation: squish, centre crop, or centred black padding).
+    ``resample``: NEAREST fits a mask of class indices the same way."""
     in_h, in_w = (int(v) for v in meta.input_size)
     w, h = im.size
-    bilinear = Image.Resampling.BILINEAR
     if meta.resize == "squish":
-        return im.resize((in_w, in_h), bilinear), Fit(w / in_w, h / in_h, 0.0, 0.0, (w, h), (in_w, in_h))
+        return im.resize((in_w, in_h), resample), Fit(w / in_w, h / in_h, 0.0, 0.0, (w, h), (in_w, in_h))
     if meta.resize == "crop":
         s = max(in_w / w, in_h / h)
         cw, ch = in_w / s, in_h / s
         x0, y0 = (w - cw) / 2, (h - ch) / 2
-        out = im.resize((in_w, in_h), bilinear, box=(x0, y0, x0 + cw, y0 + ch))
+        out = im.resize((in_w, in_h), resample, box=(x0, y0, x0 + cw, y0 + ch))
         return out, Fit(cw / in_w, ch / in_h, x0, y0, (w, h), (in_w, in_h))
     # pad: scale the long side to fit, centre on black
     s = min(in_w / w, in_h / h)
     sw, sh = max(1, round(w * s)), max(1, round(h * s))
     px, py = (in_w - sw) // 2, (in_h - sh) // 2
-    canvas = Image.new("RGB", (in_w, in_h))
-    canvas.paste(im.resize((sw, sh), bilinear), (px, py))
+    canvas = Image.new(im.mode, (in_w, in_h))
+    canvas.paste(im.resize((sw, sh), resample), (px, py))
     return canvas, Fit(w / sw, h / sh, -px * w / sw, -py * h / sh, (w, h), (in_w, in_h))
 
 

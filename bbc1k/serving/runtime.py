@@ -1,6 +1,7 @@
 """ONNX Runtime sessions for serving: the CPUs this process may use (cgroup
 quota included), and a cache of optimised graphs that later starts load as
-they are. ONNX Runtime is imported only when a session is opened."""
+they are, keyed on the model's content and checked on every read. ONNX
+Runtime is imported only when a session is opened."""
 from __future__ import annotations
 
 import hashlib
@@ -49,7 +50,8 @@ def _cgroup2_quota(text: str) -> float | None:
     return None
 
 
-def _session_options(ort: Any, threads: int | None) -> Any:
+def session_options(ort: Any, threads: int | None) -> Any:
+    """The session options the app serves with (ONNX Runtime module ``ort``; ``threads``: None for all CPUs)."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -90,25 +92,29 @@ def _remove(path: Path) -> None:
         pass
 
 
-def optimized_graph_path(path: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
+def optimized_graph_path(path: str | os.PathLike, cache_dir: str | os.PathLike, *,
+                         model_sha256: str | None = None) -> Path:
     """Where :func:`open_session` keeps the optimised graph of the model at
-    ``path``: named by the model's SHA-256, the ONNX Runtime version and the CPU."""
+    ``path``: named by the SHA-256 of the model's bytes (``model_sha256``, else
+    :func:`content_sha256`), the ONNX Runtime version and the CPU."""
     import onnxruntime as ort
 
-    key = hashlib.sha256(f"{_model_sha256(path, Path(cache_dir))}|{ort.__version__}|{_cpu_signature()}"
-                         .encode()).hexdigest()
+    digest = model_sha256 or content_sha256(path, cache_dir)
+    key = hashlib.sha256(f"{digest}|{ort.__version__}|{_cpu_signature()}".encode()).hexdigest()
     return Path(cache_dir) / f"ort-optimized-{key[:40]}.onnx"
 
 
-def _model_sha256(path: str | os.PathLike, cache_dir: Path) -> str:
-    """The SHA-256 of the model file, remembered in ``cache_dir`` by its path,
-    size, modification time and inode: hashing 300 MB of models would take
-    most of the time the cache saves."""
+def content_sha256(path: str | os.PathLike, memo_dir: str | os.PathLike) -> str:
+    """The SHA-256 of the file at ``path``, remembered in ``memo_dir`` by its
+    path, size, inode, modification time and change time: hashing a float32
+    model takes longer than loading its cached graph. The change time is the
+    one no writer can set back (os.utime sets it to now), so a model rewritten
+    in place with the same size and modification time is hashed afresh."""
     from bbc1k.download import sha256_of
 
     st = os.stat(path)
-    stamp = f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
-    memo = cache_dir / f"sha256-of-{hashlib.sha256(stamp.encode()).hexdigest()[:32]}.txt"
+    stamp = f"{Path(path).resolve()}|{st.st_size}|{st.st_ino}|{st.st_mtime_ns}|{st.st_ctime_ns}"
+    memo = Path(memo_dir) / f"sha256-of-{hashlib.sha256(stamp.encode()).hexdigest()[:32]}.txt"
     try:
         digest = memo.read_text().strip()
         if len(digest) == 64:
@@ -118,7 +124,7 @@ def _model_sha256(path: str | os.PathLike, cache_dir: Path) -> str:
     digest = sha256_of(path)
     tmp = memo.with_name(f".{memo.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
+        memo.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(digest)
         os.replace(tmp, memo)
     except OSError:  # an unwritable cache: hash again next time
@@ -126,8 +132,41 @@ def _model_sha256(path: str | os.PathLike, cache_dir: Path) -> str:
     return digest
 
 
+def _checksum_file(entry: Path) -> Path:
+    """The SHA-256 of a cached graph as it was written, beside it."""
+    return entry.with_name(entry.name + ".sha256")
+
+
+def _intact(entry: Path) -> bool:
+    """Whether the cached graph holds the bytes that were written: a graph
+    with flipped bytes may still load, and answer wrongly."""
+    from bbc1k.download import sha256_of
+
+    try:
+        expected = _checksum_file(entry).read_text().strip()
+        return len(expected) == 64 and sha256_of(entry) == expected
+    except OSError:
+        return False
+
+
+def _store(tmp: Path, entry: Path) -> None:
+    """Move a freshly written graph into the cache with its checksum (each file
+    atomically: a concurrent start sees a whole file or none, and a graph whose
+    checksum is not yet there, or is another writer's, is only rebuilt)."""
+    from bbc1k.download import sha256_of
+
+    check = _checksum_file(entry)
+    check_tmp = check.with_name(f".{check.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        check_tmp.write_text(sha256_of(tmp))
+        os.replace(tmp, entry)
+        os.replace(check_tmp, check)
+    finally:
+        _remove(check_tmp)
+
+
 def open_session(path: str | os.PathLike, *, threads: int | None = None,
-                 cache_dir: str | os.PathLike | None = None) -> Any:
+                 cache_dir: str | os.PathLike | None = None, model_sha256: str | None = None) -> Any:
     """An ONNX Runtime session with full graph optimisation, ``threads``
     intra-op threads (default: :func:`cpu_count`) and the GPU when ONNX
     Runtime has one.
@@ -135,18 +174,23 @@ def open_session(path: str | os.PathLike, *, threads: int | None = None,
     With ``cache_dir`` (CPU only), the optimised graph is saved there on the
     first load and loaded as it is on later ones: graph optimisation is most
     of a float32 model's load time, and the parsed-then-rewritten original
-    leaves a freed heap as large as the weights behind. A cached graph that
-    cannot be loaded is deleted and the model loaded from ``path``."""
+    leaves a freed heap as large as the weights behind. The entry is found by
+    the model's SHA-256 (``model_sha256`` when the caller has it) and checked
+    against the checksum written with it; one that does not match or cannot
+    be loaded is deleted and the model loaded from ``path``."""
     import onnxruntime as ort
 
     available = ort.get_available_providers()
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
     if cache_dir is None or providers != ["CPUExecutionProvider"]:
         # GPU graphs hold provider-specific nodes that are not to be saved.
-        return ort.InferenceSession(str(path), sess_options=_session_options(ort, threads), providers=providers)
-    cached = optimized_graph_path(path, cache_dir)
+        return ort.InferenceSession(str(path), sess_options=session_options(ort, threads), providers=providers)
+    cached = optimized_graph_path(path, cache_dir, model_sha256=model_sha256)
+    if cached.is_file() and not _intact(cached):
+        log.warning("cached optimised graph %s does not match its checksum; rebuilding it", cached)
+        _remove(cached)
     if cached.is_file():
-        opts = _session_options(ort, threads)
+        opts = session_options(ort, threads)
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # done before saving
         try:
             return ort.InferenceSession(str(cached), sess_options=opts, providers=providers)
@@ -154,7 +198,8 @@ def open_session(path: str | os.PathLike, *, threads: int | None = None,
             log.warning("cached optimised graph %s cannot be loaded (%s: %s); rebuilding it",
                         cached, type(e).__name__, str(e)[:200])
             _remove(cached)
-    opts = _session_options(ort, threads)
+            _remove(_checksum_file(cached))
+    opts = session_options(ort, threads)
     tmp = cached.with_name(f".{cached.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     opts.optimized_model_filepath = str(tmp)
     # ORT warns that an NCHWc graph is hardware specific: the cache key holds the CPU's flags.
@@ -165,12 +210,12 @@ def open_session(path: str | os.PathLike, *, threads: int | None = None,
     except Exception as e:
         _remove(tmp)
         # Without saving; a model that cannot be loaded at all raises its own error here.
-        session = ort.InferenceSession(str(path), sess_options=_session_options(ort, threads), providers=providers)
+        session = ort.InferenceSession(str(path), sess_options=session_options(ort, threads), providers=providers)
         log.warning("cannot cache the optimised graph of %s in %s (%s: %s)", path, cached.parent,
                     type(e).__name__, str(e)[:200])
         return session
     try:
-        os.replace(tmp, cached)  # atomic: a concurrent start sees the whole file or none
+        _store(tmp, cached)
     except OSError as e:  # an unwritable cache only costs the speed-up
         log.warning("cannot cache the optimised graph of %s (%s)", path, e)
         _remove(tmp)

@@ -47,6 +47,7 @@ from bbc1k.modelmeta import PHOTO_MEAN, PHOTO_STD, ModelMeta, read_onnx_meta
 from bbc1k.nets import FlipAverage, ResNet9
 from bbc1k.serving.decode import ImageError, decode_image
 from bbc1k.serving.preprocess import prepare
+from bbc1k.train import distributed
 from bbc1k.train.augment import Augment, mix_batch
 from bbc1k.train.data import DatasetError, find_images, load_images, render_synthetic, stratified_split
 from bbc1k.train.device import limit_cpu_threads, pick_device, use_bf16
@@ -93,13 +94,17 @@ class Recipe:
 def classification_loss(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, recipe: Recipe,
                         norm: Normalise) -> Callable[[torch.Tensor], torch.Tensor]:
     """``batch_loss(indices)`` for :func:`run_schedule`: augment the batch, mix
-    it when asked, label-smoothed cross-entropy (bfloat16 where native)."""
+    it when asked, label-smoothed cross-entropy (bfloat16 where native).
+    ``model``: what the training forward passes go through (in a process
+    group, the DistributedDataParallel wrapper). Mixup and CutMix pair photos
+    within each process's share of a batch."""
     device = x_uint8.device
     bf16 = use_bf16(recipe, device)
     smooth = recipe.label_smoothing
+    part = (distributed.rank(), distributed.world())
 
     def batch_loss(idx: torch.Tensor) -> torch.Tensor:
-        xb, yb = norm(recipe.augment(x_uint8[idx].float() / 255, recipe.size)), y[idx]
+        xb, yb = norm(recipe.augment(x_uint8[idx].float() / 255, recipe.size, part)), y[idx]
         yb2, lam = yb, 1.0
         if recipe.mix != "none":
             xb, yb2, lam = mix_batch(xb, yb, recipe.mix, recipe.mix_alpha)
@@ -115,20 +120,24 @@ def classification_loss(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor
 
 def evaluate(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, norm: Normalise,
              batch_size: int = 128) -> float:
-    """Accuracy of ``model`` (already in eval mode) on uint8 images."""
+    """Accuracy of ``model`` (already in eval mode) on uint8 images; in a
+    process group each process scores its share and the counts are summed."""
+    x_uint8, y = distributed.shard(x_uint8), distributed.shard(y)
     correct = 0
     with torch.no_grad():
         for i in range(0, len(x_uint8), batch_size):
             logits = model(norm(x_uint8[i:i + batch_size].float() / 255))
             correct += (logits.argmax(1) == y[i:i + batch_size]).sum().item()
-    return correct / max(1, len(x_uint8))
+    correct, total = distributed.all_sum([correct, len(x_uint8)])
+    return correct / max(1, total)
 
 
 def fit(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, recipe: Recipe, epochs: int, norm: Normalise,
         after_epoch: EpochHook, desc: str, progress: bool, time_budget: float | None = None,
         ema: Any = None) -> int:
     """Train the classifier on uint8 images ``x_uint8`` (kept on the device)
-    with labels ``y``; see :func:`run_schedule`."""
+    with labels ``y``; see :func:`run_schedule` (``model`` is what the
+    training forward passes go through: :func:`distributed.wrap`'s)."""
     np.random.seed(recipe.seed)  # mix_batch's blend weights and boxes
     return run_schedule(model, len(x_uint8), classification_loss(model, x_uint8, y, recipe, norm), recipe,
                         epochs, after_epoch, desc, progress, time_budget, ema)
@@ -152,10 +161,13 @@ class Result:
 
 def train(data_dir: str | Path, recipe: Recipe, progress: bool = True, log_epochs: bool = True) -> Result:
     """Train a ResNet-9 from scratch on ``data_dir`` following ``recipe``;
-    ``progress``: a progress bar, ``log_epochs``: a line per epoch."""
+    ``progress``: a progress bar, ``log_epochs``: a line per epoch (rank 0
+    alone shows them). Under torchrun, trains with the other processes
+    (:mod:`bbc1k.train.distributed`); every process gets the same result."""
     torch.manual_seed(recipe.seed)
-    device = pick_device()
+    device = distributed.setup(pick_device())
     limit_cpu_threads(device)
+    say = tqdm.write if log_epochs and distributed.is_main() else (lambda line: None)
 
     start = time.perf_counter()
     classes, paths, labels = find_images(data_dir)
@@ -166,9 +178,9 @@ def train(data_dir: str | Path, recipe: Recipe, progress: bool = True, log_epoch
     y_train = torch.from_numpy(labels[train_idx]).to(device)
     y_valid = torch.from_numpy(labels[valid_idx]).to(device)
     load_seconds = time.perf_counter() - start
-    if not len(valid_idx) and log_epochs:
-        tqdm.write(f"no validation split (valid_frac {recipe.valid_frac}): training on all "
-                   f"{len(train_idx)} photos, validation skipped")
+    if not len(valid_idx):
+        say(f"no validation split (valid_frac {recipe.valid_frac}): training on all "
+            f"{len(train_idx)} photos, validation skipped")
 
     norm = Normalise.photos(device)
     model = ResNet9(len(classes), recipe.width).to(device).to(memory_format=torch.channels_last)
@@ -179,6 +191,7 @@ def train(data_dir: str | Path, recipe: Recipe, progress: bool = True, log_epoch
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema), use_buffers=True)
     tta = FlipAverage if recipe.tta else (lambda net: net)
     eval_model = tta(ema.module if ema is not None else model)
+    net = distributed.wrap(model)
     t0 = time.perf_counter()
     seen = 0
     if recipe.synthetic:
@@ -192,10 +205,10 @@ def train(data_dir: str | Path, recipe: Recipe, progress: bool = True, log_epoch
         def report_synthetic(epoch: int, loss: float, last: bool) -> None:
             if log_epochs:
                 acc = evaluate(tta(model), x_valid, y_valid, norm) if len(valid_idx) else float("nan")
-                tqdm.write(f"synthetic epoch {epoch + 1:3d}  train loss {loss:.3f}  valid acc {acc:.3f}  "
-                           f"{time.perf_counter() - t0:6.1f} s")
+                say(f"synthetic epoch {epoch + 1:3d}  train loss {loss:.3f}  valid acc {acc:.3f}  "
+                    f"{time.perf_counter() - t0:6.1f} s")
 
-        seen += fit(model, x_syn.to(device), y_syn.to(device), recipe, recipe.synthetic_epochs, norm,
+        seen += fit(net, x_syn.to(device), y_syn.to(device), recipe, recipe.synthetic_epochs, norm,
                     report_synthetic, "synthetic", progress)
     pretrain_seconds = time.perf_counter() - t0
 
@@ -212,10 +225,9 @@ def train(data_dir: str | Path, recipe: Recipe, progress: bool = True, log_epoch
         elapsed = time.perf_counter() - t0
         history.append({"epoch": epoch + 1, "train_loss": loss, "valid_acc": acc, "seconds": round(elapsed, 2)})
         shown = f"{acc:.3f}" if acc is not None else "-"
-        if log_epochs:
-            tqdm.write(f"epoch {epoch + 1:3d}  train loss {loss:.3f}  valid acc {shown}  {elapsed:6.1f} s")
+        say(f"epoch {epoch + 1:3d}  train loss {loss:.3f}  valid acc {shown}  {elapsed:6.1f} s")
 
-    seen += fit(model, x_train, y_train, recipe, recipe.epochs, norm, report, "training", progress,
+    seen += fit(net, x_train, y_train, recipe, recipe.epochs, norm, report, "training", progress,
                 time_budget=recipe.time_budget, ema=ema)
     train_seconds = time.perf_counter() - t0
     return Result(classes=classes, valid_acc=history[-1]["valid_acc"], epochs_run=len(history),

@@ -8,6 +8,11 @@
 ``scripts/train_from_scratch.py`` and ``scripts/train_segmenter_from_scratch.py``
 run :func:`classifier_main` and :func:`segmenter_main` with the same options.
 Exit status: 0 done, 2 bad usage or unusable data (the message says why).
+
+Under ``torchrun --nproc_per_node N`` (or ``torchrun -m bbc1k train ...``) the
+N processes train together (:mod:`bbc1k.train.distributed`): ``--batch-size``
+is the batch of one step over all of them, and rank 0 alone prints and
+writes the model.
 """
 from __future__ import annotations
 
@@ -18,8 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bbc1k.train import classifier, segmenter
-from bbc1k.train.data import DatasetError, find_images
+from bbc1k.train import classifier, distributed, segmenter
+from bbc1k.train.data import DatasetError, find_images, stratified_split
 
 
 def _summary(module: Any) -> str:
@@ -57,6 +62,22 @@ def _valid_frac_ok(value: float) -> bool:
     return 0 <= value < 1
 
 
+def _uneven_batch(batch_size: int) -> str | None:
+    """Why ``batch_size`` cannot be shared by torchrun's processes, or None."""
+    n = distributed.planned_world()
+    if batch_size % n == 0:
+        return None
+    return (f"--batch-size {batch_size} does not split evenly over the {n} processes torchrun started "
+            f"(it is the batch of one step over all of them): use a multiple of {n}")
+
+
+def _error(message: str) -> int:
+    """Say what is wrong (once, not once per process); exit status 2."""
+    if distributed.is_main():
+        print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
 # ------------------------------------------------------------ the classifier
 
 def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> argparse.Namespace:
@@ -90,6 +111,8 @@ def recipe_from_args(args: argparse.Namespace) -> classifier.Recipe:
         raise SystemExit(f"--valid-frac must be in [0, 1), got {args.valid_frac}")
     if args.epochs < 1 or min(args.size) < 16 or args.width < 1 or args.batch_size < 2:
         raise SystemExit("--epochs, --width must be positive, --size at least 16 16, --batch-size at least 2")
+    if _uneven_batch(args.batch_size):
+        raise SystemExit(_error(_uneven_batch(args.batch_size)))
     return classifier.Recipe(
         size=tuple(args.size), width=args.width, epochs=args.epochs, batch_size=args.batch_size,
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
@@ -109,7 +132,8 @@ def check_holdout(holdout: str | Path, data_dir: str | Path) -> None:
 
 
 def classifier_main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
-    """Train the classifier, export it, and measure it on ``--holdout``."""
+    """Train the classifier, export it, and measure it on ``--holdout``
+    (under torchrun: every process trains, rank 0 exports and measures)."""
     args = parse_args(argv, prog)
     recipe = recipe_from_args(args)
     start = time.perf_counter()
@@ -117,26 +141,56 @@ def classifier_main(argv: Sequence[str] | None = None, prog: str | None = None) 
         if args.holdout:
             check_holdout(args.holdout, args.data_dir)
         result = classifier.train(args.data_dir, recipe, progress=not args.quiet)
+        if not distributed.is_main():
+            return 0
         path = classifier.export(result, recipe, args.out, args.name)
         acc = (f"{result.valid_acc:.1%}" if result.valid_acc is not None
                else f"skipped (--valid-frac 0: trained on all {result.n_train} photos)")
         print(f"device {result.device}: {result.epochs_run} epochs in {result.train_seconds:.1f} s "
               f"({result.images_per_second:.0f} img/s), photos loaded in {result.load_seconds:.1f} s")
         print(f"validation accuracy {acc}; total {time.perf_counter() - start:.1f} s; wrote {path}")
+        print(_classifier_int8_copy(path, args.data_dir, recipe).line())
         if args.holdout:
             hold_acc, n = classifier.onnx_accuracy(path, args.holdout)
             print(f"holdout accuracy (ONNX Runtime, app preprocessing) {hold_acc:.1%} "
                   f"on {n} images in {args.holdout}")
     except DatasetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _error(str(e))
+    finally:
+        distributed.close()
     return 0
+
+
+def _classifier_int8_copy(path: Path, data_dir: str | Path, recipe: classifier.Recipe) -> Any:
+    """The int8 copy the app serves by default, calibrated on the recipe's
+    training photos and judged on its validation photos (bbc1k.quantize)."""
+    from bbc1k.quantize import int8_copy_from_split
+
+    classes, paths, labels = find_images(data_dir)
+    train_idx, valid_idx = stratified_split(labels, recipe.valid_frac, recipe.split_seed)
+    return int8_copy_from_split(path, paths, [classes[i] for i in labels], train_idx, valid_idx)
 
 
 # ------------------------------------------------------------- the segmenter
 
+def _segmenter_int8_copies(written: list[Path], dataset: str | Path, rec: segmenter.SegRecipe) -> list[Any]:
+    """An int8 copy of each exported model, calibrated on the training images
+    and judged against the validation masks (bbc1k.quantize)."""
+    import numpy as np
+
+    from bbc1k.layout import image_path, mask_path, read_labels
+    from bbc1k.quantize import int8_copy_from_split
+
+    rows = read_labels(dataset)
+    train_idx, valid_idx = stratified_split(np.array([r.label_index for r in rows]), rec.valid_frac, rec.split_seed)
+    images = [image_path(dataset, r.filename) for r in rows]
+    masks = [mask_path(dataset, r.filename) for r in rows]
+    return [int8_copy_from_split(p, images, masks, train_idx, valid_idx) for p in written]
+
+
 def segmenter_main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
-    """Train the segmenter, export it, and with ``--detector`` the detector that boxes its mask."""
+    """Train the segmenter, export it, and with ``--detector`` the detector
+    that boxes its mask (under torchrun: every process trains, rank 0 exports)."""
     d = segmenter.SegRecipe()
     ap = argparse.ArgumentParser(prog=prog, description=_summary(segmenter))
     add_training_args(ap, d, "a bbc1k dataset folder (images/, masks/, classification_labels.csv)",
@@ -151,6 +205,8 @@ def segmenter_main(argv: Sequence[str] | None = None, prog: str | None = None) -
         ap.error("--epochs and --width must be positive, --batch-size at least 2")
     if not _valid_frac_ok(args.valid_frac):
         ap.error(f"--valid-frac must be in [0, 1), got {args.valid_frac}")
+    if _uneven_batch(args.batch_size):
+        raise SystemExit(_error(_uneven_batch(args.batch_size)))
     rec = segmenter.SegRecipe(size=tuple(args.size), width=args.width, epochs=args.epochs,
                               batch_size=args.batch_size, seed=args.seed, valid_frac=args.valid_frac,
                               split_seed=args.split_seed, time_budget=args.time_budget, precision=args.precision)
@@ -158,11 +214,16 @@ def segmenter_main(argv: Sequence[str] | None = None, prog: str | None = None) -
     try:
         result = segmenter.train(args.data_dir, rec)
     except DatasetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _error(str(e))
+    finally:
+        distributed.close()
+    if not distributed.is_main():
+        return 0
     written = [segmenter.export(result, rec, args.out, args.name)]
     if args.detector:
         written.append(segmenter.export_detector(result, rec, args.out, args.detector))
+    for report in _segmenter_int8_copies(written, args.data_dir, rec):
+        print(report.line())
     if result.n_valid:
         per_class = ", ".join(f"{c} {v:.3f}" for c, v in zip(result.classes, result.class_iou))
         measured = f"validation mean IoU {result.mean_iou:.3f} ({per_class}), box IoU {result.box_iou:.3f}"

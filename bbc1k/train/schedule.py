@@ -16,6 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bbc1k.modelmeta import PHOTO_MEAN, PHOTO_STD
+from bbc1k.train import distributed
 
 
 class ScheduleSettings(Protocol):
@@ -82,14 +83,28 @@ def run_schedule(model: nn.Module, n_items: int, batch_loss: Callable[[torch.Ten
     ``time_budget`` (seconds) the schedule runs on the clock when that is
     further along than the steps, and training stops, mid-epoch if need be,
     when the budget is spent. ``ema``: a ``torch.optim.swa_utils.AveragedModel``
-    updated after each step. Returns the number of items seen."""
+    updated after each step. Returns the number of items seen.
+
+    In a process group (:mod:`bbc1k.train.distributed`) ``model`` is the
+    DistributedDataParallel wrapper ``batch_loss`` calls, ``batch_size`` the
+    global batch: every process draws the same permutation and takes its
+    equal share of each batch, the clock is rank 0's, the loss reported is
+    the mean over the processes, and the count returned is of all of them."""
     device = next(model.parameters()).device
     opt = make_optimizer(model, recipe)
+    share, me, n_procs = distributed.check_batch(recipe.batch_size), distributed.rank(), distributed.world()
+    if n_procs > 1 and n_items < recipe.batch_size:  # alone, a short batch is taken whole; shared, one would be empty
+        raise ValueError(f"{n_items} training items are fewer than one batch ({recipe.batch_size}) "
+                         f"to share over {n_procs} processes: lower the batch size")
     steps_per_epoch = max(1, n_items // recipe.batch_size)  # drop the last partial batch
     total_steps = epochs * steps_per_epoch
     gen = torch.Generator(device="cpu").manual_seed(recipe.seed)
     t0, step, seen = time.perf_counter(), 0, 0
-    with tqdm(total=total_steps, desc=desc, unit="step", disable=not progress) as bar:
+
+    def elapsed() -> float:
+        return distributed.from_rank0(time.perf_counter() - t0)
+
+    with tqdm(total=total_steps, desc=desc, unit="step", disable=not (progress and distributed.is_main())) as bar:
         for epoch in range(epochs):
             model.train()
             order = torch.randperm(n_items, generator=gen).to(device)
@@ -97,24 +112,28 @@ def run_schedule(model: nn.Module, n_items: int, batch_loss: Callable[[torch.Ten
             for b in range(steps_per_epoch):
                 done = step / total_steps
                 if time_budget:
-                    done = max(done, (time.perf_counter() - t0) / time_budget)
+                    done = max(done, elapsed() / time_budget)
                     if done >= 1 and steps_done:
                         break
                 for group in opt.param_groups:
                     group["lr"] = one_cycle(done, recipe.lr, recipe.warmup)
-                idx = order[b * recipe.batch_size:(b + 1) * recipe.batch_size]
+                start = b * recipe.batch_size + me * share
+                idx = order[start:start + share]
                 loss = batch_loss(idx)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 if ema is not None:
-                    ema.update_parameters(model)
+                    ema.update_parameters(distributed.unwrap(model))
                 loss_sum += loss.item()
-                step, seen, steps_done = step + 1, seen + len(idx), steps_done + 1
+                step, seen, steps_done = step + 1, seen + len(idx) * n_procs, steps_done + 1
                 bar.update()
             model.eval()
-            last = epoch == epochs - 1 or bool(time_budget and time.perf_counter() - t0 >= time_budget)
-            after_epoch(epoch, loss_sum / steps_done, last)
+            distributed.average_buffers(model)
+            if ema is not None:
+                distributed.average_buffers(ema)
+            last = epoch == epochs - 1 or bool(time_budget and elapsed() >= time_budget)
+            after_epoch(epoch, distributed.mean(loss_sum / steps_done), last)
             if last:
                 break
     return seen

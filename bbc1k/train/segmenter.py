@@ -34,6 +34,7 @@ from bbc1k.export import export_onnx
 from bbc1k.layout import MASK_CLASSES
 from bbc1k.modelmeta import PHOTO_MEAN, PHOTO_STD, ModelMeta, OutputSpec
 from bbc1k.nets import BoxFromMask, MaskFlipAverage, UNet, box_iou, tight_boxes
+from bbc1k.train import distributed
 from bbc1k.train.augment import Augment, warp_pair
 from bbc1k.train.data import load_segmentation_set, stratified_split
 from bbc1k.train.device import limit_cpu_threads, pick_device, use_bf16
@@ -71,7 +72,9 @@ class SegRecipe:
 
 def iou_per_class(model: nn.Module, x_uint8: torch.Tensor, masks: torch.Tensor, norm: Normalise, n_classes: int,
                   batch_size: int = 32) -> list[float]:
-    """Intersection over union of each class over a whole set (NaN: class absent)."""
+    """Intersection over union of each class over a whole set (NaN: class
+    absent); in a process group each process counts its share, the counts are summed."""
+    x_uint8, masks = distributed.shard(x_uint8), distributed.shard(masks)
     inter, union = np.zeros(n_classes), np.zeros(n_classes)
     with torch.no_grad():
         for i in range(0, len(x_uint8), batch_size):
@@ -80,6 +83,9 @@ def iou_per_class(model: nn.Module, x_uint8: torch.Tensor, masks: torch.Tensor, 
             for c in range(n_classes):
                 inter[c] += ((pred == c) & (truth == c)).sum().item()
                 union[c] += ((pred == c) | (truth == c)).sum().item()
+    if distributed.world() > 1:
+        counts = distributed.all_sum([*inter, *union])
+        inter, union = np.array(counts[:n_classes]), np.array(counts[n_classes:])
     return [float(a / b) if b else float("nan") for a, b in zip(inter, union)]
 
 
@@ -104,10 +110,13 @@ class SegResult:
 
 
 def train(dataset: str | Path, rec: SegRecipe, log: bool = True) -> SegResult:
-    """Train the small U-Net on a bbc1k dataset following ``rec``."""
+    """Train the small U-Net on a bbc1k dataset following ``rec``; under
+    torchrun, with the other processes (:mod:`bbc1k.train.distributed`;
+    rank 0 alone prints)."""
     torch.manual_seed(rec.seed)
-    device = pick_device()
+    device = distributed.setup(pick_device())
     limit_cpu_threads(device)
+    show = log and distributed.is_main()
     store = (round(rec.size[0] * rec.store_scale), round(rec.size[1] * rec.store_scale))
     x_all, m_all, labels = load_segmentation_set(dataset, store)
     train_idx, valid_idx = stratified_split(labels, rec.valid_frac, rec.split_seed)
@@ -117,7 +126,7 @@ def train(dataset: str | Path, rec: SegRecipe, log: bool = True) -> SegResult:
     x_valid = small(x_all[valid_idx].float(), "bilinear").round().to(torch.uint8).to(device)
     m_valid = small(m_all[valid_idx][:, None].float(), "nearest")[:, 0].long().to(device)
     validate = len(valid_idx) > 0
-    if log and not validate:
+    if show and not validate:
         print(f"no validation split (valid_frac {rec.valid_frac}): training on all {len(train_idx)} images, "
               "validation skipped", flush=True)
 
@@ -126,34 +135,41 @@ def train(dataset: str | Path, rec: SegRecipe, log: bool = True) -> SegResult:
     model = UNet(len(classes), rec.width).to(device).to(memory_format=torch.channels_last)
     weight = torch.tensor([1.0] + [OBJECT_WEIGHT] * (len(classes) - 1), device=device)
     bf16 = use_bf16(rec, device)
+    net, part = distributed.wrap(model), (distributed.rank(), distributed.world())
 
     def batch_loss(idx: torch.Tensor) -> torch.Tensor:
-        xb, mb = warp_pair(rec.augment, x_train[idx].float() / 255, m_train[idx], rec.size)
+        xb, mb = warp_pair(rec.augment, x_train[idx].float() / 255, m_train[idx], rec.size, part)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            return F.cross_entropy(model(norm(xb)), mb, weight=weight)
+            return F.cross_entropy(net(norm(xb)), mb, weight=weight)
 
     epochs_run = 0
 
     def report(epoch: int, loss: float, last: bool) -> None:
         nonlocal epochs_run
         epochs_run = epoch + 1
-        if log and (last or epochs_run % 5 == 0):
+        if log and (last or epochs_run % 5 == 0):  # every process validates: the counts are summed
             shown = f"{np.nanmean(iou_per_class(model, x_valid, m_valid, norm, len(classes))):.3f}" if validate else "-"
-            print(f"epoch {epochs_run:3d}  train loss {loss:.3f}  valid mean IoU {shown}  "
-                  f"{time.perf_counter() - t0:6.1f} s", flush=True)
+            if show:
+                print(f"epoch {epochs_run:3d}  train loss {loss:.3f}  valid mean IoU {shown}  "
+                      f"{time.perf_counter() - t0:6.1f} s", flush=True)
 
     t0 = time.perf_counter()
-    run_schedule(model, len(x_train), batch_loss, rec, rec.epochs, report, time_budget=rec.time_budget)
+    run_schedule(net, len(x_train), batch_loss, rec, rec.epochs, report, time_budget=rec.time_budget)
     train_seconds = time.perf_counter() - t0
     final = MaskFlipAverage(model).eval()
     nan = float("nan")
     ious = iou_per_class(final, x_valid, m_valid, norm, len(classes)) if validate else [nan] * len(classes)
     boxes = nan
     if validate:
+        x_mine, m_mine = distributed.shard(x_valid), distributed.shard(m_valid)
         with torch.no_grad():
-            predicted = torch.cat([BoxFromMask(final)(norm(x_valid[i:i + 32].float() / 255))
-                                   for i in range(0, len(x_valid), 32)])
-        boxes = box_iou(predicted, tight_boxes((m_valid > 0).float())).mean().item()
+            predicted = [BoxFromMask(final)(norm(x_mine[i:i + 32].float() / 255)) for i in range(0, len(x_mine), 32)]
+        each = box_iou(torch.cat(predicted), tight_boxes((m_mine > 0).float())) if predicted else torch.zeros(0)
+        if distributed.world() > 1:
+            total, count = distributed.all_sum([each.sum().item(), len(each)])
+            boxes = total / count
+        else:
+            boxes = each.mean().item()
     sample = norm(x_valid[:4].float() / 255).cpu() if validate else None
     return SegResult(classes=classes, class_iou=ious, epochs_run=epochs_run, train_seconds=train_seconds,
                      device=str(device), box_iou=boxes, n_train=len(train_idx), n_valid=len(valid_idx),

@@ -7,6 +7,7 @@ with real models, or set BBC1K_REFRESH_SCREENSHOT=1 here (tiny test models)."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,9 @@ def shots(tmp_path) -> Path:
 
 
 def test_example_shows_label_box_and_mask(browser, server, shots):
-    page = browser.new_page(viewport={"width": 900, "height": 900})
+    # bypass_csp: analyse_example polls with string predicates, which Playwright
+    # evaluates with eval(), and the page's CSP refuses eval (test_page_runs_under_its_csp)
+    page = browser.new_page(viewport={"width": 900, "height": 900}, bypass_csp=True)
     analyse_example(page, server.url, "ball")
     label = page.text_content("#label")
     assert any(c in label for c in ("brick", "ball", "cylinder")), label
@@ -65,8 +68,30 @@ def test_example_shows_label_box_and_mask(browser, server, shots):
     page.close()
 
 
-def test_text_file_shows_an_error(browser, server, shots):
+def test_page_runs_under_its_csp(browser, server):
+    """The page, its script and style, the photo (blob:) and the mask (data:) all
+    pass the Content-Security-Policy: the browser refuses nothing. Waits without
+    Playwright's eval-based polling, which the policy (rightly) refuses."""
     page = browser.new_page()
+    console: list[str] = []
+    page.on("console", lambda m: console.append(m.text))
+    page.goto(server.url, wait_until="networkidle")
+    page.wait_for_selector("#models-status:has-text('Finds')")
+    page.click("button.example[data-src$='/ball.jpg']")
+    page.wait_for_selector("#result:not([hidden])")
+    page.wait_for_selector("#mask[src^='data:image/png']")
+    deadline = time.monotonic() + 30
+    while not page.evaluate("(() => { const m = document.getElementById('mask');"
+                            " return m.complete && m.naturalWidth > 0; })()"):
+        assert time.monotonic() < deadline, f"the mask never loaded; console: {console}"
+        time.sleep(0.1)
+    assert page.evaluate("document.getElementById('photo').naturalWidth") > 0  # the blob: URL
+    assert not [m for m in console if "Content Security Policy" in m or "Refused to" in m], console
+    page.close()
+
+
+def test_text_file_shows_an_error(browser, server, shots):
+    page = browser.new_page(bypass_csp=True)
     page.goto(server.url, wait_until="networkidle")
     page.set_input_files("#file-input", files=[{"name": "notes.txt", "mimeType": "text/plain",
                                                "buffer": b"this is not a picture\n"}])
@@ -78,7 +103,8 @@ def test_text_file_shows_an_error(browser, server, shots):
 
 
 def test_page_fits_a_phone(browser, server, shots):
-    page = browser.new_page(viewport={"width": 375, "height": 740}, is_mobile=True, has_touch=True)
+    page = browser.new_page(viewport={"width": 375, "height": 740}, is_mobile=True, has_touch=True,
+                            bypass_csp=True)
     analyse_example(page, server.url, "cylinder")
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
     assert page.is_visible("#mask-controls")

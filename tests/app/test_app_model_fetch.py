@@ -4,6 +4,7 @@ clear line and a non-zero exit."""
 from __future__ import annotations
 
 import hashlib
+import time
 import http.server
 import threading
 from functools import partial
@@ -87,7 +88,8 @@ def test_missing_file_url_exits_nonzero(web, tmp_path):
 def test_missing_local_path_exits_nonzero(tmp_path):
     s = launch(tmp_path, "--classifier", str(tmp_path / "absent.onnx"))
     assert wait_exit(s) != 0
-    assert "neither an existing file" in error_lines(s.logs())[0]
+    line = error_lines(s.logs())[0]
+    assert "absent.onnx: no such file" in line and "Drive id" not in line
 
 
 def test_onnx_without_bbc1k_description_exits_nonzero(tmp_path, tiny_models):
@@ -139,13 +141,132 @@ def test_detector_with_class_output_also_classifies(tmp_path, tiny_models):
 
 def test_drive_link_answering_html_says_so(web, tmp_path, monkeypatch):
     """A Drive share link goes through drive_url(); its HTML page is named as Drive's."""
-    import app.models as models
+    import app.fetch as fetch
     from app.config import ModelSource
 
     url, _ = web
     seen = []
-    monkeypatch.setattr(models, "drive_url", lambda text: seen.append(text) or f"{url}/quota.html")
+    monkeypatch.setattr(fetch, "drive_url", lambda text: seen.append(text) or f"{url}/quota.html")
     link = "https://drive.google.com/file/d/1AbCdEfGhIjKlMnOpQrStUvWxYz/view?usp=sharing"
-    with pytest.raises(models.ModelError, match="HTML page.*Google Drive"):
-        models.fetch(ModelSource("classifier", link), tmp_path / "cache")
+    with pytest.raises(fetch.ModelError, match="HTML page.*Google Drive"):
+        fetch.fetch(ModelSource("classifier", link), tmp_path / "cache")
     assert seen and seen[0] == link
+
+
+def _serve_once_then(http_server, path: str, first, then: bytes) -> str:
+    """``path`` answers ``first(handler)`` once, then ``then`` with a 200."""
+    calls = []
+
+    def answer(h):
+        calls.append(1)
+        if len(calls) == 1:
+            return first(h)
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(then)))
+        h.end_headers()
+        h.wfile.write(then)
+
+    return http_server.handle(path, answer)
+
+
+def _text_error(h):
+    body = b"Error: the download quota for this file is used up; try again tomorrow\n"
+    h.send_response(200)
+    h.send_header("Content-Type", "text/plain")
+    h.send_header("Content-Length", str(len(body)))
+    h.end_headers()
+    h.wfile.write(body)
+
+
+def _cut_short_without_length(model: bytes):
+    def answer(h):
+        h.send_response(200)
+        h.send_header("Connection", "close")
+        h.end_headers()
+        h.wfile.write(model[: len(model) * 2 // 3])
+        h.close_connection = True
+    return answer
+
+
+@pytest.mark.parametrize("first", ["text", "cut short"])
+def test_a_bad_answer_is_not_cached_and_the_next_start_fetches_again(http_server, tmp_path, tiny_models, first):
+    """Once a URL answered 200 with an error text or a cut-short body, every later start used to fail."""
+    model = tiny_models["classifier"].read_bytes()
+    bad = _text_error if first == "text" else _cut_short_without_length(model)
+    url = _serve_once_then(http_server, "/classifier.onnx", bad, model)
+    s = launch(tmp_path, "--classifier", url)
+    assert wait_exit(s) != 0
+    (line,) = error_lines(s.logs())
+    assert "did not send a model" in line and "nothing was cached" in line, line
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and "ort-optimized" not in str(p)]
+    s = wait_ready(launch(tmp_path, "--classifier", url))  # the URL serves the model again
+    s.stop()
+
+
+def test_a_cached_file_that_does_not_load_is_fetched_again(web, tmp_path):
+    from app.fetch import _cache_name
+
+    url, _ = web
+    source = f"{url}/classifier.onnx"
+    cached = tmp_path / "cache" / _cache_name(source, None)
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"left by an older version, or cut short by a full disk")
+    s = wait_ready(launch(tmp_path, "--classifier", source))
+    try:
+        assert "does not load" in s.logs() and "fetching it again" in s.logs()
+        assert httpx.get(s.url + "/api/models").json()["tasks"] == ["classify"]
+    finally:
+        s.stop()
+
+
+def test_a_trickling_download_stops_at_the_load_timeout_with_progress_in_the_log(http_server, tmp_path,
+                                                                                 tiny_models):
+    model = tiny_models["classifier"].read_bytes() * 200  # 300 KB: far from done at 10 KB/s
+
+    def trickle(h):
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(model)))
+        h.end_headers()
+        try:
+            for i in range(0, len(model), 1024):
+                h.wfile.write(model[i:i + 1024])
+                h.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            pass
+
+    url = http_server.handle("/slow.onnx", trickle)
+    t0 = time.monotonic()
+    s = launch(tmp_path, "--classifier", url, "--load-timeout", "6")
+    health = None
+    while health is None and time.monotonic() - t0 < 5:
+        try:
+            health = httpx.get(s.url + "/healthz", timeout=1)
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    assert health.status_code == 200 and health.json()["status"] == "starting"
+    assert wait_exit(s, 30) != 0
+    assert time.monotonic() - t0 < 20
+    (line,) = error_lines(s.logs())
+    assert "took longer than" in line and "classifier" in line, line
+    assert "classifier: fetched" in s.logs()  # progress, every few seconds
+
+
+def test_a_folder_name_is_not_taken_for_a_drive_id(tmp_path):
+    s = launch(tmp_path, "--classifier", "models_final_version_2")
+    assert wait_exit(s) != 0
+    (line,) = error_lines(s.logs())
+    assert "models_final_version_2: no such file" in line and "fetching" not in s.logs()
+
+
+def test_healthz_says_stuck_once_loading_outlives_its_deadline():
+    from app.config import Settings
+    from app.service import Service
+
+    svc = Service(Settings(load_timeout_s=0.05))
+    assert svc.health()[0] == 200 and svc.health()[1]["status"] == "starting"
+    time.sleep(0.1)
+    status, body = svc.health()
+    assert status == 503 and body["status"] == "stuck"
+    svc.ready = True
+    assert svc.health() == (200, {"status": "ok"})

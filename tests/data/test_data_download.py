@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import time
 
 import pytest
 
@@ -172,7 +173,48 @@ def test_drive_url(link):
                                "id=1AbCdEfGhIjKlMnOpQrStUvWxYz012345&export=download&confirm=t")
 
 
+def test_legacy_drive_id_is_recognised():
+    assert "id=0B9aBcDeFgHiJkLmNoPqRsTuVwX&" in drive_url("0B9aBcDeFgHiJkLmNoPqRsTuVwX")
+
+
 @pytest.mark.parametrize("link", ["http://www.welchlabs.io/unccv/deep_learning/bbc_train.zip", "model.onnx",
-                                  "https://drive.google.com/drive/folders/"])
+                                  "https://drive.google.com/drive/folders/",
+                                  # folder names a Drive id's length could hide: ids are random tokens
+                                  "models_final_v2", "models_final_version_2_for_production",
+                                  "bbc-classifier-resnet34-2024-06-01", "BBC_CLASSIFIER_FINAL_VERSION_2"])
 def test_drive_url_rejects_other_links(link):
     assert drive_url(link) is None
+
+
+def _trickle(h, body: bytes, per_block: int, pause: float) -> None:
+    h.send_response(200)
+    h.send_header("Content-Length", str(len(body)))
+    h.end_headers()
+    try:
+        for i in range(0, len(body), per_block):
+            h.wfile.write(body[i:i + per_block])
+            h.wfile.flush()
+            time.sleep(pause)
+    except OSError:  # the client gave up
+        pass
+
+
+def test_slow_download_stops_at_its_deadline_and_keeps_the_part(http_server, tmp_path):
+    """A server sending 1 KB/s never trips a read timeout: the deadline bounds the whole download."""
+    url = http_server.handle("/slow.bin", lambda h: _trickle(h, BODY, 1024, 0.05))
+    t0 = time.monotonic()
+    with pytest.raises(DownloadError) as e:
+        download(url, tmp_path / "slow.bin", deadline=1.0, progress=False)
+    took = time.monotonic() - t0
+    assert took < 3, took
+    assert "longer than 1 s" in str(e.value) and "of 300,000 bytes" in str(e.value)
+    assert not (tmp_path / "slow.bin").exists()
+    assert 0 < (tmp_path / "slow.bin.part").stat().st_size < len(BODY)  # resumable
+
+
+def test_progress_is_reported(http_server, tmp_path):
+    url = http_server.serve("/f.bin", BODY)
+    seen = []
+    download(url, tmp_path / "f.bin", progress=False, on_progress=lambda got, total: seen.append((got, total)))
+    assert seen[-1] == (len(BODY), len(BODY))
+    assert [g for g, _ in seen] == sorted(g for g, _ in seen) and len(seen) > 1

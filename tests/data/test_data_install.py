@@ -95,8 +95,7 @@ def test_size_mismatch_of_the_original_keeps_existing_dataset(http_server, tmp_p
                                                              monkeypatch):
     url = http_server.serve("/bbc_train.zip", dataset_zip)
     # The expected size applies to the source's own URL: point the source itself at the loopback.
-    monkeypatch.setitem(sources.SOURCES, "welchlabs", sources.Source(
-        "welchlabs", url, 90_591_239, None, "labels", "test"))
+    monkeypatch.setitem(sources.SOURCES, "welchlabs", sources.Source("welchlabs", url, 90_591_239, None, "test"))
     with pytest.raises(DownloadError, match=r"size mismatch.*expected 90,591,239"):
         install("welchlabs", tmp_path, progress=False)
     _assert_kept(tmp_path, existing)
@@ -168,6 +167,68 @@ def test_get_auto_falls_back_when_the_download_fails(http_server, tmp_path, caps
     path = data.get(dest=tmp_path, url=http_server.url("/missing.zip"), n_images=3, size=(64, 48), progress=False)
     assert layout.read_provenance(path)["source"] == "synthetic"
     assert "HTTP 404" in capsys.readouterr().out
+
+
+def _install_github(http_server, dest, synthetic_dataset):
+    url = http_server.serve("/master.zip", zip_github(synthetic_dataset))
+    return install("github", dest, url=url, progress=False)
+
+
+@pytest.mark.parametrize("needs", [("boxes",), ("masks",), ("boxes", "masks")])
+def test_get_refuses_a_source_without_what_the_lesson_needs(http_server, tmp_path, needs):
+    url = http_server.serve("/master.zip", b"never fetched")
+    with pytest.raises(DataError) as e:
+        data.get("github", tmp_path, needs=needs, url=url, progress=False)
+    text = str(e.value)
+    assert "github source has class labels only" in text and " and ".join(needs) in text
+    assert 'DATA_SOURCE = "welchlabs" or "synthetic"' in text
+    assert http_server.requests == [] and not (tmp_path / "bbc_train").exists()
+
+
+def test_get_auto_reuses_a_dataset_only_when_it_has_what_is_needed(http_server, monkeypatch, tmp_path,
+                                                                   synthetic_dataset, capsys):
+    github = _install_github(http_server, tmp_path, synthetic_dataset)
+    assert data.get("auto", tmp_path) == github  # lesson 01 needs class labels only
+    assert layout.read_provenance(github)["source"] == "github"
+    capsys.readouterr()
+
+    monkeypatch.setattr(data, "probe", lambda url, timeout: "offline")
+    path = data.get("auto", tmp_path, needs=("boxes",), n_images=6, size=(64, 48), progress=False)
+    report = validate(path)
+    assert report.ok and report.has_boxes and layout.read_provenance(path)["source"] == "synthetic"
+    assert "github dataset at" in capsys.readouterr().out
+    # and the synthetic set, which has masks too, now serves lesson 03 as it is
+    assert data.get("auto", tmp_path, needs=("masks",), n_images=6, size=(64, 48), progress=False) == path
+    assert "using the dataset already at" in capsys.readouterr().out
+
+
+def test_get_auto_leaves_a_hand_made_dataset_alone(monkeypatch, tmp_path, synthetic_dataset):
+    import shutil
+
+    mine = tmp_path / "bbc_train"
+    shutil.copytree(synthetic_dataset, mine)
+    shutil.rmtree(mine / "masks")
+    monkeypatch.setattr(data, "probe", lambda url, timeout: pytest.fail("no download expected"))
+    assert data.get("auto", tmp_path, needs=("boxes",)) == mine  # boxes it has
+    with pytest.raises(DataError, match=r"has no masks.*put there by hand.*DATA_DIR"):
+        data.get("auto", tmp_path, needs=("masks",))
+    assert _names(mine) == _names(synthetic_dataset) and not (mine / "masks").exists()
+
+
+def test_get_checks_that_a_mirror_has_what_is_needed(http_server, tmp_path, synthetic_dataset):
+    import shutil
+
+    no_masks = tmp_path / "src" / "bbc_train"
+    shutil.copytree(synthetic_dataset, no_masks)
+    shutil.rmtree(no_masks / "masks")
+    url = http_server.serve("/mirror.zip", zip_dataset(no_masks))
+    with pytest.raises(DataError, match=r"welchlabs dataset at .* has no masks.*\"synthetic\""):
+        data.get("welchlabs", tmp_path / "data", needs=("masks",), url=url, progress=False)
+
+
+def test_get_checks_what_it_is_asked_to_need(tmp_path):
+    with pytest.raises(ValueError, match="'mask' unknown.*boxes and masks"):
+        data.get("synthetic", tmp_path, needs=("mask",))
 
 
 def test_labels_frame(synthetic_dataset):

@@ -3,6 +3,8 @@
 ``run_notebook(path, parameters, out_dir)`` executes a notebook top to bottom
 with papermill in this virtual environment's Python, with ``parameters``
 injected after its ``parameters`` cell, and returns the executed notebook.
+``probes`` adds test code after chosen cells (as testbook's ``inject`` does), to
+look at the kernel's objects while the lesson runs (see ``lesson_tools``).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lesson_tools import with_probes
 
 REPO = Path(__file__).resolve().parents[2]
 KERNEL = "python3"
@@ -48,18 +51,20 @@ def kernel_python(kernel_name: str = KERNEL) -> Path:
 
 
 def run_notebook(path: str | os.PathLike, parameters: dict[str, Any], out_dir: str | os.PathLike,
-                 *, timeout: int = 600) -> Any:
-    """Execute ``path`` with ``parameters``; write the executed copy to ``out_dir``
-    and return it (an nbformat NotebookNode). A failing cell raises
-    ``papermill.PapermillExecutionError`` naming the cell and its error."""
+                 *, timeout: int = 600, probes: dict[str, str] | None = None) -> Any:
+    """Execute ``path`` with ``parameters`` (and ``probes``, see the module's doc);
+    write the executed copy to ``out_dir`` and return it (an nbformat
+    NotebookNode). A failing cell raises ``papermill.PapermillExecutionError``
+    naming the cell and its error."""
     import papermill as pm
 
     path = Path(path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    source = with_probes(path, probes, out) if probes else path
     start = time.perf_counter()
     with _environment(KERNEL_ENV):
-        nb = pm.execute_notebook(str(path), str(out / path.name), parameters=parameters, kernel_name=KERNEL,
+        nb = pm.execute_notebook(str(source), str(out / path.name), parameters=parameters, kernel_name=KERNEL,
                                  cwd=str(REPO), progress_bar=False, execution_timeout=timeout)
     nb.metadata["bbc1k_test_seconds"] = round(time.perf_counter() - start, 1)
     return nb
@@ -80,3 +85,4 @@ def shared_data_dir(tmp_path_factory) -> Path:
     """One DATA_DIR for every notebook run of the session, so the small
     synthetic dataset is generated once and reused."""
     return tmp_path_factory.mktemp("notebook-data")
+

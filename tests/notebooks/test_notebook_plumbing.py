@@ -140,3 +140,38 @@ def test_figures_carry_boxes_and_a_legend():
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["brick", "ball", "cylinder"]
     fig = viz.show_grid(images * 3, titles=list("abcdef"), ncols=4)
     assert len(fig.axes) == 8
+
+
+def test_chosen_lr_takes_a_suggestion_or_a_number(capsys):
+    from collections import namedtuple
+
+    Suggested = namedtuple("SuggestedLRs", notebook.LR_SUGGESTIONS)
+    found = Suggested(minimum=4e-3, steep=1e-3, valley=2.5e-3)
+    assert notebook.chosen_lr(found, "valley") == 2.5e-3
+    assert notebook.chosen_lr(found, "minimum") == 4e-3
+    assert "the finder's 'minimum' suggestion" in capsys.readouterr().out
+    assert notebook.chosen_lr(found, 0) == 0.0
+    assert "set by hand" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="'valey'.*'valley'"):
+        notebook.chosen_lr(found, "valey")
+    with pytest.raises(ValueError, match="0 or more"):
+        notebook.chosen_lr(found, -1e-3)
+
+
+def test_offer_download_only_downloads_in_colab(monkeypatch, tmp_path, capsys):
+    import sys
+    import types
+
+    model = tmp_path / "bbc-classifier.onnx"
+    model.write_bytes(b"onnx")
+    monkeypatch.delenv("COLAB_RELEASE_TAG", raising=False)
+    notebook.offer_download(model)
+    assert str(model) in capsys.readouterr().out
+
+    downloaded = []
+    colab = types.ModuleType("google.colab")
+    colab.files = types.SimpleNamespace(download=downloaded.append)
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    notebook.offer_download(model)
+    assert downloaded == [str(model)]

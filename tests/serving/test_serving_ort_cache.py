@@ -88,3 +88,51 @@ def test_a_broken_model_still_says_why(tmp_path):
     assert "protobuf" in str(info.value).lower()
     opt = tmp_path / "opt"
     assert not list(opt.glob("ort-optimized-*")) and not list(opt.glob(".*"))  # no entry, no temporary file
+
+
+def _with_changed_weights(src, dst) -> None:
+    """``dst``: the model at ``src`` with other weights, serialised to the same number of bytes."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(src))
+    for t in proto.graph.initializer:
+        a = numpy_helper.to_array(t)
+        if a.dtype == np.float32 and a.size > 1:
+            t.CopyFrom(numpy_helper.from_array((a * -3 + 0.5).astype(np.float32), t.name))
+    data = proto.SerializeToString()
+    assert len(data) == os.path.getsize(src)
+    with open(dst, "r+b" if os.path.exists(dst) else "wb") as f:  # in place: the same inode
+        f.write(data)
+        f.truncate()
+
+
+def test_cached_graph_with_flipped_bytes_is_rebuilt_not_served(tiny_models, tmp_path):
+    """A cached graph that still loads but no longer matches what was written gives the model's answers."""
+    src = tiny_models["classifier"]
+    x = np.random.default_rng(1).random((2, 3, 32, 32), dtype=np.float32)
+    want = _outputs(open_session(src, threads=1), x)[0]
+    open_session(src, threads=1, cache_dir=tmp_path)
+    entry = optimized_graph_path(src, tmp_path)
+    _with_changed_weights(entry, entry)  # loads fine, answers differently
+    got = _outputs(open_session(src, threads=1, cache_dir=tmp_path), x)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # and the entry was rebuilt: the next start loads the right graph from the cache
+    np.testing.assert_allclose(_outputs(open_session(src, threads=1, cache_dir=tmp_path), x)[0], want,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_model_replaced_in_place_with_same_size_and_mtime_gets_its_own_graph(tiny_models, tmp_path):
+    model = tmp_path / "model.onnx"
+    model.write_bytes(tiny_models["classifier"].read_bytes())
+    x = np.random.default_rng(2).random((2, 3, 32, 32), dtype=np.float32)
+    old = _outputs(open_session(model, threads=1, cache_dir=tmp_path / "opt"), x)[0]
+    st = model.stat()
+    _with_changed_weights(model, model)
+    os.utime(model, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (model.stat().st_size, model.stat().st_mtime_ns, model.stat().st_ino) == (
+        st.st_size, st.st_mtime_ns, st.st_ino)
+    want = _outputs(open_session(model, threads=1), x)[0]
+    assert not np.allclose(want, old)
+    got = _outputs(open_session(model, threads=1, cache_dir=tmp_path / "opt"), x)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

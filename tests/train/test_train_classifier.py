@@ -18,28 +18,7 @@ from bbc1k.train.classifier import Recipe, export, onnx_accuracy, train
 from bbc1k.train.cli import classifier_main
 from bbc1k.train.data import DatasetError, find_images, stratified_split
 from bbc1k.train.device import native_bf16, use_bf16
-
-PER_CLASS = 4
-RENDER_SIZE = (64, 48)  # (width, height) of the synthetic pictures
-
-
-@pytest.fixture(scope="module")
-def class_folders(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """ball/, brick/, cylinder/ with PER_CLASS synthetic pictures each."""
-    from bbc1k.synth import render_sample
-
-    root = tmp_path_factory.mktemp("scratch") / "photos"
-    counts: dict[str, int] = {}
-    index = 0
-    while min(counts.values(), default=0) < PER_CLASS or len(counts) < 3:
-        image, _, label = render_sample(seed=0, index=index, size=RENDER_SIZE)
-        index += 1
-        if counts.get(label, 0) >= PER_CLASS:
-            continue
-        (root / label).mkdir(parents=True, exist_ok=True)
-        image.save(root / label / f"{label}_{counts.get(label, 0)}.jpg")
-        counts[label] = counts.get(label, 0) + 1
-    return root
+from tests.train.photo_folders import PER_CLASS
 
 
 def test_trains_and_exports_a_servable_onnx(class_folders: Path, tmp_path: Path, capsys) -> None:
