@@ -24,8 +24,9 @@ from pathlib import Path
 import httpx
 
 from bench.common import load_note
-from tests.docker.podman import (PHOTO, REPO, build_image, create_container, free_port, make_base, podman_root,
+from tests.docker.podman import (PHOTO, REPO, build_image, create_container, make_base, podman_root,
                                  readable_models, unavailable)
+from tests.ports import free_port
 
 MAIN_MODELS = REPO / "models"
 ANALYZE_REPEATS = 20

@@ -9,7 +9,6 @@ import io
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ import httpx
 import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 # Debian puts it in /usr/sbin, which is not on every user's PATH
@@ -30,12 +30,6 @@ CLIENTS = 4
 
 pytestmark = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed: apt-get install haproxy "
                                                         "(scripts/test.sh does it when run as root)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def photo() -> bytes:

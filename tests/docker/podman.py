@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -261,13 +260,6 @@ def start_container(podman: Podman, image: str, name: str, models: Path, port: i
     podman("start", name)
     container.wait_ready()
     return container
-
-
-def free_port() -> int:
-    """A free TCP port on the host (containers share its network here)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def readable_models(models: Iterable[Path], folder: Path) -> Path:

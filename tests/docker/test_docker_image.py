@@ -18,8 +18,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.docker.podman import (PHOTO, Container, Podman, build_image, free_port, make_base, podman_root,
+from tests.docker.podman import (PHOTO, Container, Podman, build_image, make_base, podman_root,
                                  readable_models, start_container, unavailable)
+from tests.ports import free_port
 
 WHY_NOT = unavailable()
 pytestmark = [pytest.mark.docker, pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or "")]
