@@ -107,6 +107,19 @@ class FlipAverage(nn.Module):
         return (self.net(x) + self.net(torch.flip(x, dims=[3]))) / 2
 
 
+class Ensemble(nn.Module):
+    """The mean of several networks' class logits, in one graph: small nets
+    trained apart (other initial weights, other batches) err on different
+    photos, so together they err less than each alone."""
+
+    def __init__(self, nets: list[nn.Module]):
+        super().__init__()
+        self.nets = nn.ModuleList(nets)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([net(x) for net in self.nets]).mean(0)
+
+
 class MaskFlipAverage(nn.Module):
     """Mask logits averaged over the image and its mirror; the mirror's
     logits are mirrored back first, so pixels line up."""

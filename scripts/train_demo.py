@@ -9,11 +9,16 @@ Without ImageNet weights (offline), the lessons' resnets learn next to
 nothing in a few CPU minutes (lesson 01's classifier stays near chance;
 lesson 03's networks call every pixel background; lesson 02's boxes reach an
 IoU of 0.13). Offline, the demo models come from the from-scratch recipes,
-trained on the same synthetic images instead:
+which also learn from the real photos shipped in ``real-photos/train``:
 
-- the classifier from ``python -m bbc1k train classifier`` (bbc1k.train.classifier);
+- the classifier from ``python -m bbc1k train classifier`` on those photos,
+  with synthetic pictures mixed into every batch (bbc1k.train.classifier);
 - the segmenter, and a detector that boxes its mask, from
-  ``python -m bbc1k train segmenter`` (bbc1k.train.segmenter).
+  ``python -m bbc1k train segmenter`` on the synthetic images' masks, the
+  photos' class labels as a weak target (bbc1k.train.segmenter).
+
+Last, every served model is measured on ``real-photos/held-out``: real
+photos no model here trained on.
 """
 from __future__ import annotations
 
@@ -44,14 +49,18 @@ LESSONS = [
 # The models the app serves (scripts/main.sh).
 SERVED = ["bbc-classifier", "bbc-detector", "bbc-segmenter"]
 
+# Real photos with class labels (real-photos/README.md): the offline recipes learn
+# from train/; every demo model is measured on held-out/.
+REAL_TRAIN, REAL_HELD_OUT = ROOT / "real-photos" / "train", ROOT / "real-photos" / "held-out"
+
 # Offline (no ImageNet weights): (models, the recipe of `bbc1k train`, its
-# arguments, whether it reads one folder per class rather than the dataset
-# itself). The recipes fit their schedules into SCRATCH_SECONDS of training each.
+# arguments, whether it reads the real photos rather than the synthetic
+# dataset). The recipes fit their schedules into SCRATCH_SECONDS of training each.
 SCRATCH_SECONDS = 150
 OFFLINE = [
-    (["bbc-classifier"], "classifier", ["--name", "bbc-classifier"], True),
+    (["bbc-classifier"], "classifier", ["--name", "bbc-classifier", "--valid-frac", "0"], True),
     (["bbc-segmenter", "bbc-detector"], "segmenter",
-     ["--name", "bbc-segmenter", "--detector", "bbc-detector"], False),
+     ["--name", "bbc-segmenter", "--detector", "bbc-detector", "--photos", str(REAL_TRAIN)], False),
 ]
 
 
@@ -67,15 +76,15 @@ def pretrained_available(arch: str) -> bool:
         return False
 
 
-def train_offline(recipe: str, args: list[str], class_folders: bool, models: Path, runs: Path) -> float:
-    """Models from random weights, by a from-scratch recipe on the synthetic set
-    (a process of its own, as a user would run it: its threads and memory go with it)."""
+def train_offline(recipe: str, args: list[str], real_photos: bool, models: Path) -> float:
+    """Models from random weights, by a from-scratch recipe on the real photos
+    or the synthetic set (a process of its own, as a user would run it: its
+    threads and memory go with it)."""
     from bbc1k.data import get
-    from bbc1k.layout import link_class_folders
 
     start = time.perf_counter()
-    dataset = get(COMMON["DATA_SOURCE"], ROOT / COMMON["DATA_DIR"], n_images=COMMON["N_IMAGES"], seed=COMMON["SEED"])
-    data = link_class_folders(dataset, runs / "classifier-images") if class_folders else dataset
+    data = REAL_TRAIN if real_photos else get(COMMON["DATA_SOURCE"], ROOT / COMMON["DATA_DIR"],
+                                              n_images=COMMON["N_IMAGES"], seed=COMMON["SEED"])
     subprocess.run([sys.executable, "-m", "bbc1k", "train", recipe, str(data), "--out", str(models),
                     "--seed", str(COMMON["SEED"]), "--time-budget", str(SCRATCH_SECONDS), *args], check=True)
     return time.perf_counter() - start
@@ -111,9 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         jobs = [(names, f"{', '.join(names)}: offline, so `bbc1k train {recipe}` trains from random "
                         f"weights ({SCRATCH_SECONDS} s of training)",
-                 lambda recipe=recipe, extra=extra, folders=folders:
-                     train_offline(recipe, extra, folders, models, runs))
-                for names, recipe, extra, folders in OFFLINE]
+                 lambda recipe=recipe, extra=extra, real=real: train_offline(recipe, extra, real, models))
+                for names, recipe, extra, real in OFFLINE]
     for names, what, job in jobs:
         wanted = [models / f"{n}.onnx" for n in names]
         if not args.retrain and all(p.exists() for p in wanted):
@@ -121,7 +129,21 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"==> {what}", flush=True)
         print(f"==> done in {job():.0f} s", flush=True)
+    report_on_real_photos(served)
     return 0
+
+
+def report_on_real_photos(served: list[Path]) -> None:
+    """How each served model (and its int8 copy, which the app serves) does on
+    real photos none of them trained on."""
+    from bbc1k.modelmeta import read_onnx_meta
+    from bbc1k.photo_scores import score_model, scored_kind
+
+    print(f"==> on {REAL_HELD_OUT.relative_to(ROOT)} (real photos no model here trained on):", flush=True)
+    for path in served:
+        for model in (path, path.with_suffix(".int8.onnx")):
+            if model.exists() and scored_kind(read_onnx_meta(str(model))):
+                print(f"    {score_model(model, REAL_HELD_OUT).line()}", flush=True)
 
 
 if __name__ == "__main__":

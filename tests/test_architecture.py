@@ -20,7 +20,8 @@ SIZED_FOLDERS = ("bbc1k", "app", "scripts", "bench", "graphics", "util", "tests"
 # grep's pattern (any one character between the words), spelt so that this file does not match it.
 PATH_EDIT = re.compile("sys" + "." + "path")
 # What the slim serving image and the data tools import: none may pull torch or fastai in.
-TORCH_FREE = ("bbc1k", "bbc1k.cli", "bbc1k.layout", "bbc1k.synth", "bbc1k.serving", "bbc1k.train", "app.server")
+TORCH_FREE = ("bbc1k", "bbc1k.cli", "bbc1k.layout", "bbc1k.folders", "bbc1k.photo_scores", "bbc1k.synth",
+              "bbc1k.serving", "bbc1k.train", "app.server")
 # What imports bbc1k: the package never imports them back.
 USERS = {"app", "bench", "graphics", "scripts", "tests", "util"}
 

@@ -12,7 +12,7 @@ import functools
 import string
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 Colour = tuple[int, int, int]
 
@@ -107,18 +107,47 @@ def _text(pic: Image.Image, rng: np.random.Generator, xy: tuple[int, int], size:
 
 
 def _picture(rng: np.random.Generator, w: int, h: int) -> Image.Image:
-    """A printed photo: a few muted colour regions blended smoothly, with some detail."""
-    palette = np.array([_c(rng, VIVID + [(120, 110, 90), (90, 120, 150), (200, 190, 170)], 40) for _ in range(3)])
-    muted = 0.6 * palette + 0.4 * palette.mean(axis=0)
-    idx = rng.integers(0, 3, (5, 6))
-    small = Image.fromarray(muted[idx].astype(np.uint8), "RGB").resize((max(1, w // 4), max(1, h // 4)), Image.BICUBIC)
-    detail = rng.integers(-25, 26, (max(1, h // 4), max(1, w // 4), 1))
-    small = Image.fromarray(np.clip(np.asarray(small, np.int16) + detail, 0, 255).astype(np.uint8), "RGB")
-    return small.resize((w, h), Image.BILINEAR)
+    """A printed photo, as on a magazine's cover: a sky-to-ground gradient and a
+    few large soft shapes, in muted colours (noise in every colour looked like
+    nothing on the photos' desks)."""
+    palette = VIVID + [(120, 110, 90), (90, 120, 150), (200, 190, 170), (70, 100, 60)]
+    colour = lambda: np.array(_c(rng, palette, 40), np.float32)  # noqa: E731
+    t = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
+    ramp = colour() * (1 - t) + colour() * t
+    pic = Image.fromarray(np.repeat(ramp, w, axis=1).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(pic)
+    for _ in range(int(rng.integers(1, 5))):
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        rx, ry = rng.uniform(0.1, 0.5) * w, rng.uniform(0.1, 0.5) * h
+        draw.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=tuple(int(v) for v in colour()))
+    arr = np.asarray(pic.filter(ImageFilter.GaussianBlur(max(1.0, w / 60))), np.float32)
+    # Then fine detail, as a photo has: speckle and small strokes. Without it, texture
+    # was the bricks' alone, and a photo's busy background read as "brick".
+    arr = arr + rng.uniform(8, 30) * rng.standard_normal((h, w, 1)).astype(np.float32)
+    pic = Image.fromarray(np.clip(0.7 * arr + 0.3 * arr.mean(axis=2, keepdims=True), 0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(pic)
+    for _ in range(int(rng.integers(5, 30))):
+        x, y, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0.01, 0.06) * w
+        draw.line([(x, y), (x + rng.normal(0, r), y + rng.normal(0, r))], tuple(int(v) for v in colour()),
+                  max(1, int(r * 0.3)))
+    return pic
 
 
 def _flat_item(rng: np.random.Generator, kind: str, w: int, h: int) -> Image.Image:
     """An axis-aligned flat thing (page, magazine, book, keyboard) as RGB."""
+    if kind == "laptop":  # silver or white, its keys in the near half, sometimes stickers
+        body = _c(rng, [(205, 205, 210), (235, 235, 232), (120, 120, 125)], 12)
+        pic = Image.new("RGB", (w, h), body)
+        d = ImageDraw.Draw(pic)
+        key = max(3, int(w / rng.uniform(16, 22)))
+        for y in range(int(h * 0.12), int(h * 0.55) - key, key):
+            for x in range(int(w * 0.08), int(w * 0.92) - key, key):
+                d.rectangle((x + 1, y + 1, x + key - 2, y + key - 2), fill=_shade(body, rng.uniform(0.25, 0.45)))
+        d.rectangle((int(w * 0.33), int(h * 0.62), int(w * 0.67), int(h * 0.92)), outline=_shade(body, 0.85))
+        for _ in range(int(rng.integers(0, 6))):
+            sx, sy, r = rng.uniform(0.1, 0.9) * w, rng.uniform(0.1, 0.9) * h, rng.uniform(0.03, 0.08) * w
+            d.rectangle((sx - r, sy - r * 0.6, sx + r, sy + r * 0.6), fill=_c(rng))
+        return pic
     if kind == "keyboard":
         body = _c(rng, [(190, 190, 195), (60, 60, 65), (30, 30, 32)], 20)
         pic = Image.new("RGB", (w, h), body)
@@ -138,7 +167,7 @@ def _flat_item(rng: np.random.Generator, kind: str, w: int, h: int) -> Image.Ima
         _text(pic, rng, (int(w * 0.06), y), size, int(w * rng.uniform(0.4, 0.9)), _c(rng, [ink, (240, 240, 240)], 20))
         y += int(size * 1.3)
         if rng.random() < 0.8:  # a picture on the cover
-            ih = int(h * rng.uniform(0.25, 0.6))
+            ih = int(h * rng.uniform(0.4, 0.85))  # a magazine's cover is mostly its picture
             art = _picture(rng, w, ih)
             pic.paste(art, (0, min(h - ih, y + int(h * rng.uniform(0, 0.3)))))
     line_h = max(3, int(h * rng.uniform(0.02, 0.045)))
@@ -150,8 +179,8 @@ def _flat_item(rng: np.random.Generator, kind: str, w: int, h: int) -> Image.Ima
 
 
 def flat(layer: Layer, rng: np.random.Generator, cx: float, cy: float, scale: float) -> None:
-    kind = ["page", "magazine", "magazine", "book", "keyboard"][rng.integers(5)]
-    ratio = {"keyboard": rng.uniform(0.3, 0.45)}.get(kind, rng.uniform(1.2, 1.45))
+    kind = ["page", "magazine", "magazine", "magazine", "book", "keyboard", "laptop"][rng.integers(7)]
+    ratio = {"keyboard": rng.uniform(0.3, 0.45), "laptop": rng.uniform(0.65, 0.75)}.get(kind, rng.uniform(1.2, 1.45))
     w = int(scale * rng.uniform(0.5, 0.9))
     h = int(w * ratio)
     pic = _flat_item(rng, kind, max(8, w), max(8, h))
@@ -256,7 +285,7 @@ def shapes(layer: Layer, rng: np.random.Generator, cx: float, cy: float, scale: 
 
 ITEMS = {"flat": (flat, 2.5), "pen_pot": (pen_pot, 1.0), "mug": (mug, 0.8), "tape": (tape, 0.8),
          "scissors": (scissors, 0.7), "lamp": (lamp, 0.5), "plant": (plant, 0.8), "cable": (cable, 1.0),
-         "shapes": (shapes, 2.0)}
+         "shapes": (shapes, 0.8)}
 
 
 def clutter(rng: np.random.Generator, w: int, h: int, busy: float) -> Layer:

@@ -64,17 +64,18 @@ def _jitter(rng: np.random.Generator, rgb: tuple[float, float, float], spread: f
     return np.clip(c * rng.uniform(1 - spread, 1 + spread) * rng.uniform(0.94, 1.06, 3), 0, 1).astype(np.float32)
 
 
-# Base colours read off the photos (under their mostly warm indoor light).
-# The clay bricks are a pale salmon red, not the dark red of a wall brick. Some
-# papier-mache is greyish or pinkish and some concrete tan, so that colour alone
-# does not tell the classes apart: the shape must.
+# Base colours read off the photos, side by side with the generator's pictures.
+# Most bricks are grey concrete pavers with pale flecks; the rest a red-brown
+# paver, a salmon clay brick or tan concrete. The ball and the cylinder are
+# the same tan papier-mache and card, paler under bright light: between them
+# only the shape tells.
 BRICK_COLOURS = {
-    "red clay": ((196, 114, 102), 0.45),
-    "grey concrete": ((152, 148, 140), 0.30),
-    "tan concrete": ((178, 162, 134), 0.25),
+    "grey concrete": ((150, 148, 142), 0.5),
+    "red-brown paver": ((146, 80, 66), 0.25),
+    "red clay": ((196, 120, 108), 0.18),
+    "khaki concrete": ((160, 152, 132), 0.07),
 }
-PAPER_COLOURS = {"tan papier-mache": ((214, 193, 158), 0.82), "white foam": ((230, 226, 216), 0.08),
-                 "grey card": ((160, 156, 148), 0.05), "pink card": ((200, 140, 125), 0.05)}
+PAPER_COLOURS = {"tan papier-mache": ((214, 193, 158), 0.8), "pale card": ((232, 222, 200), 0.2)}
 
 
 def _pick(rng: np.random.Generator, table: dict) -> tuple[str, tuple[int, int, int]]:
@@ -100,13 +101,17 @@ def brick_material(rng: np.random.Generator, extent: float) -> Material:
 
 
 def paper_material(rng: np.random.Generator, extent: float, seam_height: float | None = None) -> Material:
+    """The papier-mache ball (mottled) or, with ``seam_height``, the round card
+    box of the cylinder: smooth, with its lid's seam."""
     name, rgb = _pick(rng, PAPER_COLOURS)
-    base = _jitter(rng, rgb, 0.14)
+    base = _jitter(rng, rgb, 0.12)
+    smooth = seam_height is not None
     tex = _texture(
         rng, base,
-        mottle=rng.uniform(0.03, 0.09), mottle_cell=rng.uniform(5, 20),
-        speckle=rng.uniform(0.01, 0.04), pits=rng.uniform(0.0, 0.01), pit_depth=rng.uniform(0.05, 0.2),
-        flecks=0.0, tint=rng.uniform(0.0, 0.04),
+        mottle=rng.uniform(0.01, 0.03) if smooth else rng.uniform(0.03, 0.09), mottle_cell=rng.uniform(5, 20),
+        speckle=rng.uniform(0.005, 0.015) if smooth else rng.uniform(0.01, 0.04),
+        pits=0.0 if smooth else rng.uniform(0.0, 0.01), pit_depth=rng.uniform(0.05, 0.2),
+        flecks=0.0, tint=rng.uniform(0.0, 0.03),
     )
     band = None
     if seam_height is not None and rng.random() < 0.6:

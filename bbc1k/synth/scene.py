@@ -17,8 +17,9 @@ from bbc1k.synth.raycast import Camera, Light, render_object, render_shadow, scr
 from bbc1k.synth.shapes import Shape
 
 # Apparent size (fraction of the picture width) of the object's main dimension, read
-# off the photos: smaller balls, mid cylinders, larger bricks, with overlap.
-SIZE_RANGE = {"ball": (0.1, 0.3), "cylinder": (0.13, 0.38), "brick": (0.2, 0.55)}
+# off the photos: smaller balls (often a tenth of the width or less), mid cylinders,
+# larger bricks, with overlap.
+SIZE_RANGE = {"ball": (0.07, 0.25), "cylinder": (0.1, 0.33), "brick": (0.15, 0.5)}
 MIN_VISIBLE = 0.55  # an occluder may hide at most this much less than all of the object
 
 
@@ -27,7 +28,7 @@ def make_shape(rng: np.random.Generator, label: str) -> tuple[Shape, float]:
     if label == "ball":
         return Shape("sphere", (1.0, 1.0, 1.0)), 2.0
     if label == "cylinder":
-        height = 2 * rng.uniform(0.45, 0.9)
+        height = 2 * rng.uniform(0.45, 0.75)  # a round card box: wider than it is tall
         return Shape("cylinder", (1.0, 1.0, height)), 2.0
     length, width, thick = 1.0, rng.uniform(0.42, 0.55), rng.uniform(0.25, 0.35)
     pose = rng.choice(3, p=[0.7, 0.25, 0.05])
@@ -86,7 +87,7 @@ def _over(img: np.ndarray, layer: Layer) -> tuple[np.ndarray, np.ndarray]:
 def render_scene(rng: np.random.Generator, label: str, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """``(uint8 RGB HxWx3, bool HxW visible-object mask)`` of one photo-like scene."""
     w, h = size
-    elevation = float(np.deg2rad(rng.uniform(22, 82)))
+    elevation = float(np.deg2rad(rng.uniform(25, 88)))  # down to the table, at times from straight above
     squeeze = 1 + 1.8 * np.cos(elevation) ** 2 * rng.uniform(0.6, 1.1)
     img = surface(rng, w, h, squeeze)
     if rng.random() < 0.3:
@@ -107,12 +108,12 @@ def render_scene(rng: np.random.Generator, label: str, size: tuple[int, int]) ->
     tip = ground - light_dir / max(light_dir[2], 0.2) * 0.3
     offset = cam.project(tip[None])[0] - cam.project(ground[None])[0]
     offset = offset / (np.linalg.norm(offset) + 1e-6) * rng.uniform(2, 10) * w / 512
-    busy = float(rng.choice([0.0, rng.uniform(0.2, 0.6), rng.uniform(0.6, 1.2)], p=[0.25, 0.4, 0.35]))
+    busy = float(rng.choice([0.0, rng.uniform(0.2, 0.6), rng.uniform(0.6, 1.2)], p=[0.15, 0.4, 0.45]))
     if busy > 0:
         layer = clutter(rng, w, h, busy)
         img = _cast_shadows(rng, img, layer, offset, rng.uniform(0.15, 0.4))
         img, _ = _over(img, layer)
-    if rng.random() < 0.3:  # shallow depth of field: the background is softer than the object
+    if rng.random() < 0.15:  # shallow depth of field: the background is softer than the object
         img = blur_rgb(img, float(rng.uniform(0.8, 2.5)) * w / 512)  # blur radii are for 512-wide pictures
 
     dark, (sx0, sy0, sx1, sy1) = render_shadow(shape, cam, light, size, softness=rng.uniform(0.04, 0.25))

@@ -1,9 +1,10 @@
 """The recipes' command lines.
 
     python -m bbc1k train classifier DATA_DIR --out models/ [--name bbc-scratch]
-        [--epochs 110] [--size 96 128] [--seed 0] [--time-budget 270] [--holdout DIR]
+        [--time-budget 270 | --epochs 110] [--size 96 128] [--seed 0] [--holdout DIR]
+        [--synthetic N] [--ensemble K] [--fold K --folds 5]
     python -m bbc1k train segmenter DATASET_DIR --out models/ [--name bbc-segmenter]
-        [--time-budget 150] [--epochs 60] [--size 96 128] [--width 16] [--detector NAME]
+        [--time-budget 150 | --epochs 60] [--size 96 128] [--width 16] [--detector NAME] [--photos DIR]
 
 ``scripts/train_from_scratch.py`` and ``scripts/train_segmenter_from_scratch.py``
 run :func:`classifier_main` and :func:`segmenter_main` with the same options.
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bbc1k.train import classifier, distributed, segmenter
-from bbc1k.train.data import DatasetError, find_images, stratified_split
+from bbc1k.train.data import DatasetError, find_images, split_indices, stratified_split
 
 
 def _summary(module: Any) -> str:
@@ -32,7 +33,7 @@ def _summary(module: Any) -> str:
     return module.__doc__.split("\n\n")[0]
 
 
-def add_training_args(ap: argparse.ArgumentParser, d: Any, data_help: str, name: str,
+def add_training_args(ap: argparse.ArgumentParser, d: Any, data_help: str, name: str, default_epochs: int,
                       size_note: str = "") -> None:
     """The options every from-scratch recipe takes, with ``d``'s defaults
     (a recipe dataclass): the data and its split, where the model goes, its
@@ -40,7 +41,9 @@ def add_training_args(ap: argparse.ArgumentParser, d: Any, data_help: str, name:
     ap.add_argument("data_dir", help=data_help)
     ap.add_argument("--out", default="models", help="folder for NAME.onnx (default: models)")
     ap.add_argument("--name", default=name)
-    ap.add_argument("--epochs", type=int, default=d.epochs)
+    ap.add_argument("--epochs", type=int, default=d.epochs,
+                    help="epochs of the schedule (default: as many as --time-budget holds, "
+                         f"{default_epochs} without one)")
     ap.add_argument("--size", type=int, nargs=2, default=list(d.size), metavar=("H", "W"),
                     help=f"network input height and width{size_note} (default: {d.size[0]} {d.size[1]})")
     ap.add_argument("--width", type=int, default=d.width, help="channels of the first stage")
@@ -84,13 +87,26 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> ar
     """The classifier's options."""
     d = classifier.Recipe()
     ap = argparse.ArgumentParser(prog=prog, description=_summary(classifier))
-    add_training_args(ap, d, "folder with one subfolder of images per class", "bbc-scratch")
+    add_training_args(ap, d, "folder with one subfolder of images per class", "bbc-scratch",
+                      classifier.DEFAULT_EPOCHS)
     ap.add_argument("--optimizer", choices=["sgd", "adamw"], default=d.optimizer)
     ap.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
     ap.add_argument("--weight-decay", type=float, default=d.weight_decay)
     ap.add_argument("--synthetic", type=int, default=d.synthetic, metavar="N",
-                    help="pretrain on N synthetic pictures first (classes must be bbc1k's)")
-    ap.add_argument("--synthetic-epochs", type=int, default=d.synthetic_epochs)
+                    help="render N synthetic pictures to train with (classes must be bbc1k's; default: "
+                         f"{classifier.SYNTHETIC_PER_PHOTO} per training photo when they are, else none; 0: none)")
+    ap.add_argument("--synthetic-mix", type=float, default=d.synthetic_mix, metavar="SHARE",
+                    help="share of each batch drawn from the synthetic pictures (default: %(default)s)")
+    ap.add_argument("--synthetic-epochs", type=int, default=d.synthetic_epochs,
+                    help="epochs on the synthetic pictures alone before the photos (default: %(default)s)")
+    ap.add_argument("--ensemble", type=int, default=d.ensemble, metavar="K",
+                    help="train K networks one after the other and export the mean of their logits "
+                         "(they share the time budget; default: %(default)s)")
+    ap.add_argument("--fold", type=int, default=None, metavar="K",
+                    help="validate on fold K of a stratified split into --folds folds (instead of --valid-frac)")
+    ap.add_argument("--folds", type=int, default=d.folds)
+    ap.add_argument("--test-scale", type=float, default=d.test_scale, metavar="S",
+                    help="validate and export at S times --size (default: %(default)s)")
     ap.add_argument("--no-tta", action="store_true", help="no mirrored second look at test time")
     ap.add_argument("--mix", choices=["none", "mixup", "cutmix"], default=d.mix,
                     help="train on blends of two photos (default: none)")
@@ -109,15 +125,22 @@ def recipe_from_args(args: argparse.Namespace) -> classifier.Recipe:
     """The classifier recipe the options describe; exits on values it cannot train with."""
     if not _valid_frac_ok(args.valid_frac):
         raise SystemExit(f"--valid-frac must be in [0, 1), got {args.valid_frac}")
-    if args.epochs < 1 or min(args.size) < 16 or args.width < 1 or args.batch_size < 2:
+    if (args.epochs is not None and args.epochs < 1) or min(args.size) < 16 or args.width < 1 or args.batch_size < 2:
         raise SystemExit("--epochs, --width must be positive, --size at least 16 16, --batch-size at least 2")
+    if not 0 <= args.synthetic_mix < 1 or args.ensemble < 1 or (args.synthetic or 0) < 0 or args.test_scale <= 0:
+        raise SystemExit("--synthetic-mix must be in [0, 1), --ensemble at least 1, --synthetic at least 0, "
+                         "--test-scale positive")
+    if args.fold is not None and not (args.folds >= 2 and 0 <= args.fold < args.folds):
+        raise SystemExit(f"--fold must be in 0..{args.folds - 1} and --folds at least 2; "
+                         f"got --fold {args.fold} --folds {args.folds}")
     if _uneven_batch(args.batch_size):
         raise SystemExit(_error(_uneven_batch(args.batch_size)))
     return classifier.Recipe(
         size=tuple(args.size), width=args.width, epochs=args.epochs, batch_size=args.batch_size,
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
-        synthetic=args.synthetic, synthetic_epochs=args.synthetic_epochs, seed=args.seed,
-        valid_frac=args.valid_frac, split_seed=args.split_seed, time_budget=args.time_budget,
+        synthetic=args.synthetic, synthetic_mix=args.synthetic_mix, synthetic_epochs=args.synthetic_epochs,
+        ensemble=args.ensemble, test_scale=args.test_scale, seed=args.seed, valid_frac=args.valid_frac, split_seed=args.split_seed,
+        fold=args.fold, folds=args.folds, time_budget=args.time_budget,
         tta=not args.no_tta, mix=args.mix, mix_alpha=args.mix_alpha, ema=args.ema,
         precision=args.precision, eval_every=args.eval_every)
 
@@ -167,7 +190,7 @@ def _classifier_int8_copy(path: Path, data_dir: str | Path, recipe: classifier.R
     from bbc1k.quantize import int8_copy_from_split
 
     classes, paths, labels = find_images(data_dir)
-    train_idx, valid_idx = stratified_split(labels, recipe.valid_frac, recipe.split_seed)
+    train_idx, valid_idx = split_indices(labels, recipe.valid_frac, recipe.split_seed, recipe.fold, recipe.folds)
     return int8_copy_from_split(path, paths, [classes[i] for i in labels], train_idx, valid_idx)
 
 
@@ -194,14 +217,17 @@ def segmenter_main(argv: Sequence[str] | None = None, prog: str | None = None) -
     d = segmenter.SegRecipe()
     ap = argparse.ArgumentParser(prog=prog, description=_summary(segmenter))
     add_training_args(ap, d, "a bbc1k dataset folder (images/, masks/, classification_labels.csv)",
-                      "bbc-segmenter", size_note=", multiples of 8")
+                      "bbc-segmenter", segmenter.DEFAULT_EPOCHS, size_note=", multiples of 8")
+    ap.add_argument("--photos", default=None, metavar="DIR",
+                    help="also learn from real photos with class labels only (DIR/brick/, DIR/ball/, "
+                         "DIR/cylinder/): the mask of each must show its class")
     ap.add_argument("--detector", default=None, metavar="NAME",
                     help="also write OUT/NAME.onnx: a detector whose box is the tight box of the main object's "
                          "predicted pixels")
     args = ap.parse_args(argv)
     if min(args.size) < 16 or any(s % 8 for s in args.size):
         ap.error(f"--size must be multiples of 8, at least 16; got {args.size[0]} {args.size[1]}")
-    if args.epochs < 1 or args.width < 1 or args.batch_size < 2:
+    if (args.epochs is not None and args.epochs < 1) or args.width < 1 or args.batch_size < 2:
         ap.error("--epochs and --width must be positive, --batch-size at least 2")
     if not _valid_frac_ok(args.valid_frac):
         ap.error(f"--valid-frac must be in [0, 1), got {args.valid_frac}")
@@ -209,7 +235,8 @@ def segmenter_main(argv: Sequence[str] | None = None, prog: str | None = None) -
         raise SystemExit(_error(_uneven_batch(args.batch_size)))
     rec = segmenter.SegRecipe(size=tuple(args.size), width=args.width, epochs=args.epochs,
                               batch_size=args.batch_size, seed=args.seed, valid_frac=args.valid_frac,
-                              split_seed=args.split_seed, time_budget=args.time_budget, precision=args.precision)
+                              split_seed=args.split_seed, time_budget=args.time_budget, precision=args.precision,
+                              photos=args.photos)
     start = time.perf_counter()
     try:
         result = segmenter.train(args.data_dir, rec)

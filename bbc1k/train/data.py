@@ -14,34 +14,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bbc1k.layout import IMAGE_SUFFIXES, LabelRow, image_path, mask_path, read_labels
+from bbc1k.folders import DatasetError, find_images  # noqa: F401  (the recipes' names for them)
+from bbc1k.layout import LabelRow, image_path, mask_path, read_labels
 from bbc1k.serving.decode import ImageError, decode_image
-
-
-class DatasetError(ValueError):
-    """The data folder is not what the recipe reads (class subfolders of
-    images, or a bbc1k dataset), or one of its files is broken."""
-
-
-def find_images(data_dir: str | Path) -> tuple[list[str], list[Path], np.ndarray]:
-    """``(classes, image paths, label indices)`` of a folder of class subfolders."""
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise DatasetError(f"{root}: no such folder")
-    classes, paths, labels = [], [], []
-    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        images = sorted(p for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if images:
-            paths += images
-            labels += [len(classes)] * len(images)
-            classes.append(sub.name)
-    if len(classes) < 2:
-        loose = sum(1 for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        raise DatasetError(
-            f"{root}: expected one subfolder of images per class (at least two classes), "
-            f"found {len(classes)} class folder(s){f' and {loose} loose image(s)' if loose else ''}. "
-            f"Lay it out as {root}/<class name>/<image>.jpg")
-    return classes, paths, np.array(labels, dtype=np.int64)
 
 
 def load_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
@@ -77,20 +52,62 @@ def stratified_split(labels: np.ndarray, valid_frac: float, seed: int) -> tuple[
     return np.sort(np.array(train, dtype=np.int64)), np.sort(np.array(valid, dtype=np.int64))
 
 
-def render_synthetic(classes: list[str], n: int, size: tuple[int, int], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` synthetic pictures (bbc1k.synth) of the given classes at ``size``
-    (H, W): a uint8 tensor N x 3 x H x W and label indices into ``classes``."""
-    from bbc1k.synth import render_sample  # the generator is only needed for synthetic pretraining
+def stratified_folds(labels: np.ndarray, n_folds: int, seed: int) -> list[np.ndarray]:
+    """``n_folds`` seeded, disjoint, stratified folds covering every item:
+    the validation indices of each fold of a cross-validation."""
+    if n_folds < 2:
+        raise ValueError(f"cross-validation needs at least 2 folds, got {n_folds}")
+    rng = np.random.default_rng(seed)
+    folds: list[list[int]] = [[] for _ in range(n_folds)]
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        for k, part in enumerate(np.array_split(idx, n_folds)):
+            folds[(k + int(c)) % n_folds] += part.tolist()  # rotate, so the larger parts spread over the folds
+    return [np.sort(np.array(f, dtype=np.int64)) for f in folds]
 
-    h, w = size
+
+def split_indices(labels: np.ndarray, valid_frac: float, seed: int, fold: int | None = None,
+                  n_folds: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """``(train indices, valid indices)``: fold ``fold`` of :func:`stratified_folds`
+    held out when ``fold`` is given, else :func:`stratified_split`."""
+    if fold is None:
+        return stratified_split(labels, valid_frac, seed)
+    if not 0 <= fold < n_folds:
+        raise ValueError(f"fold must be in 0..{n_folds - 1}, got {fold}")
+    valid = stratified_folds(labels, n_folds, seed)[fold]
+    return np.setdiff1d(np.arange(len(labels)), valid), valid
+
+
+def _render_one(job: tuple[tuple[str, ...], int, int, tuple[int, int]]) -> tuple[np.ndarray, str]:
+    """One synthetic picture at (H, W) and its label (a pool's task: module level, picklable)."""
+    from bbc1k.synth import render_sample  # the generator is only needed for synthetic pictures
+
+    classes, seed, index, (h, w) = job
     render_at = (max(w, 32), max(h, 32))  # the renderer draws nothing smaller than 32 pixels
-    images, labels = [], []
-    for i in range(n):
-        image, _, label = render_sample(seed, i, size=render_at, classes=classes)
-        images.append(np.asarray(image.resize((w, h), Image.BILINEAR)))
-        labels.append(classes.index(label))
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-    return x, torch.tensor(labels)
+    image, _, label = render_sample(seed, index, size=render_at, classes=classes)
+    return np.asarray(image.resize((w, h), Image.BILINEAR)), label
+
+
+def render_synthetic(classes: list[str], n: int, size: tuple[int, int], seed: int,
+                     workers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` synthetic pictures (bbc1k.synth) of the given classes at ``size``
+    (H, W): a uint8 tensor N x 3 x H x W and label indices into ``classes``.
+    ``workers`` processes render them (default: one per CPU core, at most
+    two per hundred pictures); the pictures do not depend on it."""
+    import os
+
+    jobs = [(tuple(classes), seed, i, tuple(size)) for i in range(n)]
+    workers = workers or max(1, min(os.cpu_count() or 1, n // 50))
+    if workers == 1:
+        rendered = [_render_one(job) for job in jobs]
+    else:
+        import multiprocessing
+
+        # spawn, not fork: forking a process that runs torch's thread pools can deadlock the children
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            rendered = pool.map(_render_one, jobs, chunksize=max(1, n // (workers * 4)))
+    x = torch.from_numpy(np.stack([image for image, _ in rendered])).permute(0, 3, 1, 2).contiguous()
+    return x, torch.tensor([classes.index(label) for _, label in rendered])
 
 
 def load_segmentation_set(dataset: str | Path, store: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:

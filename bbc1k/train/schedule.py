@@ -5,6 +5,7 @@ device, and an optional time budget the schedule fits into.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -73,7 +74,7 @@ EpochHook = Callable[[int, float, bool], None]
 
 
 def run_schedule(model: nn.Module, n_items: int, batch_loss: Callable[[torch.Tensor], torch.Tensor],
-                 recipe: ScheduleSettings, epochs: int, after_epoch: EpochHook,
+                 recipe: ScheduleSettings, epochs: int | None, after_epoch: EpochHook,
                  desc: str = "training", progress: bool = False, time_budget: float | None = None,
                  ema: torch.optim.swa_utils.AveragedModel | None = None) -> int:
     """One one-cycle training run of ``model`` over ``n_items`` training items
@@ -82,7 +83,9 @@ def run_schedule(model: nn.Module, n_items: int, batch_loss: Callable[[torch.Ten
     last)`` after each epoch, ``last`` true after the final one. With a
     ``time_budget`` (seconds) the schedule runs on the clock when that is
     further along than the steps, and training stops, mid-epoch if need be,
-    when the budget is spent. ``ema``: a ``torch.optim.swa_utils.AveragedModel``
+    when the budget is spent; ``epochs`` None (with a time budget): as many
+    epochs as the budget holds, the schedule on the clock alone, so a faster
+    machine trains longer rather than stopping early. ``ema``: a ``torch.optim.swa_utils.AveragedModel``
     updated after each step. Returns the number of items seen.
 
     In a process group (:mod:`bbc1k.train.distributed`) ``model`` is the
@@ -96,8 +99,10 @@ def run_schedule(model: nn.Module, n_items: int, batch_loss: Callable[[torch.Ten
     if n_procs > 1 and n_items < recipe.batch_size:  # alone, a short batch is taken whole; shared, one would be empty
         raise ValueError(f"{n_items} training items are fewer than one batch ({recipe.batch_size}) "
                          f"to share over {n_procs} processes: lower the batch size")
+    if epochs is None and not time_budget:
+        raise ValueError("epochs=None trains until the time budget is spent: give a time budget")
     steps_per_epoch = max(1, n_items // recipe.batch_size)  # drop the last partial batch
-    total_steps = epochs * steps_per_epoch
+    total_steps = epochs * steps_per_epoch if epochs is not None else None
     gen = torch.Generator(device="cpu").manual_seed(recipe.seed)
     t0, step, seen = time.perf_counter(), 0, 0
 
@@ -105,12 +110,12 @@ def run_schedule(model: nn.Module, n_items: int, batch_loss: Callable[[torch.Ten
         return distributed.from_rank0(time.perf_counter() - t0)
 
     with tqdm(total=total_steps, desc=desc, unit="step", disable=not (progress and distributed.is_main())) as bar:
-        for epoch in range(epochs):
+        for epoch in range(epochs) if epochs is not None else itertools.count():
             model.train()
             order = torch.randperm(n_items, generator=gen).to(device)
             loss_sum, steps_done = 0.0, 0
             for b in range(steps_per_epoch):
-                done = step / total_steps
+                done = step / total_steps if total_steps else 0.0
                 if time_budget:
                     done = max(done, elapsed() / time_budget)
                     if done >= 1 and steps_done:
@@ -132,7 +137,7 @@ def run_schedule(model: nn.Module, n_items: int, batch_loss: Callable[[torch.Ten
             distributed.average_buffers(model)
             if ema is not None:
                 distributed.average_buffers(ema)
-            last = epoch == epochs - 1 or bool(time_budget and elapsed() >= time_budget)
+            last = epoch + 1 == epochs or bool(time_budget and elapsed() >= time_budget)
             after_epoch(epoch, distributed.mean(loss_sum / steps_done), last)
             if last:
                 break

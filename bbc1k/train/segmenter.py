@@ -12,6 +12,11 @@ every pixel background (objects cover about 7% of a picture). A network a
 hundred times smaller, with skip connections and a loss that weighs the rare
 object pixels up, learns the masks in the same time.
 
+Real photos carry a class label, not a mask. Given a folder of them
+(``photos``), every step also sees some, and :func:`weak_label_loss` asks
+that the mask show an object of the photo's class: the synthetic masks teach
+where an object is, the photos what a real one looks like.
+
 The data is a bbc1k dataset (images/, masks/, classification_labels.csv; see
 README). The model is written in the bbc1k model format, task ``segment``,
 classes in mask order; :func:`export_detector` also writes a ``detect`` model
@@ -36,12 +41,15 @@ from bbc1k.modelmeta import PHOTO_MEAN, PHOTO_STD, ModelMeta, OutputSpec
 from bbc1k.nets import BoxFromMask, MaskFlipAverage, UNet, box_iou, tight_boxes
 from bbc1k.train import distributed
 from bbc1k.train.augment import Augment, warp_pair
-from bbc1k.train.data import load_segmentation_set, stratified_split
+from bbc1k.train.data import DatasetError, find_images, load_images, load_segmentation_set, stratified_split
 from bbc1k.train.device import limit_cpu_threads, pick_device, use_bf16
 from bbc1k.train.schedule import Normalise, run_schedule
 
 TRAINER = "bbc1k.train.segmenter"
 """What the exported models' metadata names as their trainer."""
+
+DEFAULT_EPOCHS = 60
+"""Epochs without a time budget."""
 
 # Loss weight of an object pixel against a background one: objects are rare,
 # and without this a young network's easiest answer is "all background".
@@ -55,7 +63,7 @@ class SegRecipe:
     size: tuple[int, int] = (96, 128)  # (H, W), multiples of 8: the U-Net halves them three times
     store_scale: float = 1.25
     width: int = 16
-    epochs: int = 60
+    epochs: int | None = None          # None: as many as the time budget holds, else DEFAULT_EPOCHS
     batch_size: int = 16
     lr: float = 3e-3
     optimizer: str = "adamw"           # read by make_optimizer, as are weight_decay and momentum
@@ -67,7 +75,27 @@ class SegRecipe:
     split_seed: int = 0
     time_budget: float | None = None
     precision: str = "auto"
+    photos: str | None = None          # a folder of class subfolders (brick/, ball/, cylinder/): real photos
+                                       # with a class label only, learnt from as a weak target
+    photo_share: float = 0.5           # photos per step, as a share of the batch of masked images
+    photo_weight: float = 0.5          # weight of the weak target's loss
     augment: Augment = field(default_factory=lambda: Augment(min_scale=0.5))
+
+
+def weak_label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """What a class label alone says about a photo's mask: its object is of
+    that class. Each object class is scored by its mean probability on the
+    1% of pixels where it is likeliest (the smallest objects in the photos
+    cover about that much, so no object is asked to grow); the label's class must win among the object classes (a
+    cross-entropy over their scores) and claim its pixels outright (its
+    score near 1). ``logits``: N x C x H x W, class 0 background;
+    ``labels``: mask class indices 1..C-1."""
+    scores = logits.float().softmax(1)[:, 1:].flatten(2)
+    k = max(1, scores.shape[-1] // 100)
+    scores = scores.topk(k, dim=-1).values.mean(-1)
+    share = scores / scores.sum(1, keepdim=True).clamp_min(1e-6)
+    target = (labels - 1)[:, None]
+    return -(torch.log(share.gather(1, target) + 1e-6) + torch.log(scores.gather(1, target) + 1e-6)).mean()
 
 
 def iou_per_class(model: nn.Module, x_uint8: torch.Tensor, masks: torch.Tensor, norm: Normalise, n_classes: int,
@@ -137,10 +165,22 @@ def train(dataset: str | Path, rec: SegRecipe, log: bool = True) -> SegResult:
     bf16 = use_bf16(rec, device)
     net, part = distributed.wrap(model), (distributed.rank(), distributed.world())
 
+    photos = _weak_photos(rec, store, device)
+    gen = torch.Generator(device="cpu").manual_seed(rec.seed + 1)  # the same draws in every process
+
     def batch_loss(idx: torch.Tensor) -> torch.Tensor:
         xb, mb = warp_pair(rec.augment, x_train[idx].float() / 255, m_train[idx], rec.size, part)
+        n = round(len(idx) * rec.photo_share) if photos is not None else 0
+        if n:
+            drawn = torch.randint(len(photos[0]), (n * part[1],), generator=gen)[part[0] * n:(part[0] + 1) * n]
+            xp = rec.augment(photos[0][drawn.to(device)].float() / 255, rec.size, part)
+            xb = torch.cat([xb, xp])
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            return F.cross_entropy(net(norm(xb)), mb, weight=weight)
+            logits = net(norm(xb))
+            loss = F.cross_entropy(logits[:len(idx)], mb, weight=weight)
+            if n:
+                loss = loss + rec.photo_weight * weak_label_loss(logits[len(idx):], photos[1][drawn.to(device)])
+            return loss
 
     epochs_run = 0
 
@@ -154,7 +194,8 @@ def train(dataset: str | Path, rec: SegRecipe, log: bool = True) -> SegResult:
                       f"{time.perf_counter() - t0:6.1f} s", flush=True)
 
     t0 = time.perf_counter()
-    run_schedule(net, len(x_train), batch_loss, rec, rec.epochs, report, time_budget=rec.time_budget)
+    epochs = rec.epochs if rec.epochs is not None or rec.time_budget else DEFAULT_EPOCHS
+    run_schedule(net, len(x_train), batch_loss, rec, epochs, report, time_budget=rec.time_budget)
     train_seconds = time.perf_counter() - t0
     final = MaskFlipAverage(model).eval()
     nan = float("nan")
@@ -174,6 +215,19 @@ def train(dataset: str | Path, rec: SegRecipe, log: bool = True) -> SegResult:
     return SegResult(classes=classes, class_iou=ious, epochs_run=epochs_run, train_seconds=train_seconds,
                      device=str(device), box_iou=boxes, n_train=len(train_idx), n_valid=len(valid_idx),
                      model=final, sample=sample)
+
+
+def _weak_photos(rec: SegRecipe, store: tuple[int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``rec.photos`` as (uint8 images, mask class indices) on the device, or None."""
+    if not rec.photos:
+        return None
+    classes, paths, labels = find_images(rec.photos)
+    unknown = sorted(set(classes) - set(MASK_CLASSES[1:]))
+    if unknown:
+        raise DatasetError(f"{rec.photos}: class folder(s) {unknown} are not among the mask classes "
+                           f"{list(MASK_CLASSES[1:])}")
+    to_mask = torch.tensor([MASK_CLASSES.index(c) for c in classes])
+    return load_images(paths, store).to(device), to_mask[torch.from_numpy(labels)].to(device)
 
 
 def _measured(value: float, result: SegResult) -> float | None:

@@ -36,13 +36,13 @@ def test_trains_and_exports_a_servable_onnx(class_folders: Path, tmp_path: Path,
     meta = read_onnx_meta(str(path))
     assert meta.task == "classify"
     assert meta.classes == ["ball", "brick", "cylinder"]  # the sorted subfolder names
-    assert meta.input_size == [24, 32]
+    assert meta.input_size == [24, 40]  # served at 1.15 times the 24x32 it trained at, in multiples of 8
     assert meta.resize == "squish"
     assert meta.extra["pretrained"] is False and meta.extra["epochs_run"] == 1
     assert meta.output("class_logits").shape == ["N", 3]
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(0).random((5, 3, 24, 32), dtype=np.float32)
+    x = np.random.default_rng(0).random((5, 3, 24, 40), dtype=np.float32)
     (logits,) = sess.run(None, {meta.input_name: x})
     assert logits.shape == (5, 3)
     assert np.isfinite(logits).all()
@@ -93,12 +93,12 @@ def test_time_budget_ends_training_early_after_synthetic_pretraining(class_folde
     assert result.pretrain_seconds > 0
 
 
-def test_synthetic_pretraining_refuses_classes_it_cannot_draw(tmp_path: Path) -> None:
+def test_synthetic_pictures_are_refused_for_classes_the_generator_cannot_draw(tmp_path: Path) -> None:
     for name in ("cat", "dog"):
         (tmp_path / name).mkdir()
         for i in range(2):
             Image.new("RGB", (40, 30), (i * 90, 40, 40)).save(tmp_path / name / f"{i}.png")
-    with pytest.raises(DatasetError, match="synthetic pretraining draws only"):
+    with pytest.raises(DatasetError, match="synthetic pictures show only brick, ball, cylinder; the data has classes cat, dog"):
         train(tmp_path, Recipe(size=(24, 32), width=4, batch_size=2, epochs=1, synthetic=4), progress=False)
 
 

@@ -128,3 +128,39 @@ def test_valid_frac_must_leave_something_to_train_on(synthetic_dataset: Path, ca
     with pytest.raises(SystemExit):
         segmenter_main([str(synthetic_dataset), "--valid-frac", "1"])
     assert "--valid-frac must be in [0, 1)" in capsys.readouterr().err
+
+
+def test_a_class_label_alone_pulls_the_mask_towards_its_class() -> None:
+    from bbc1k.train.segmenter import weak_label_loss
+
+    logits = torch.zeros(1, 4, 10, 10)
+    logits[0, 0] = 5.0                     # background everywhere...
+    logits[0, 2, 4:6, 4:6] = 10.0          # ...but a ball in the middle
+    ball, brick = torch.tensor([2]), torch.tensor([1])
+    assert weak_label_loss(logits, ball) < 0.2 < 5 < weak_label_loss(logits, brick)
+    nothing = torch.zeros(1, 4, 10, 10)
+    nothing[0, 0] = 5.0                    # all background: the label's class claims no pixel
+    assert weak_label_loss(nothing, ball) > 2
+    logits.requires_grad_(True)
+    weak_label_loss(logits, brick).backward()
+    assert logits.grad[0, 1].sum() < 0 < logits.grad[0, 2].sum()  # raise brick, lower ball
+
+
+def test_real_photos_with_class_labels_train_the_segmenter_too(synthetic_dataset: Path, class_folders: Path,
+                                                               tmp_path: Path, capsys) -> None:
+    import shutil
+
+    from bbc1k.modelmeta import read_onnx_meta
+
+    code = segmenter_main([str(synthetic_dataset), "--out", str(tmp_path), "--epochs", "1", "--size", "32", "48",
+                          "--width", "4", "--batch-size", "4", "--photos", str(class_folders)])
+    assert code == 0
+    assert read_onnx_meta(str(tmp_path / "bbc-segmenter.onnx")).extra["photos"] == str(class_folders)
+    photo = next((class_folders / "ball").iterdir())
+    for folder in ("cat", "dog"):  # classes no mask can show
+        (tmp_path / "odd" / folder).mkdir(parents=True)
+        shutil.copy(photo, tmp_path / "odd" / folder / photo.name)
+    capsys.readouterr()
+    assert segmenter_main([str(synthetic_dataset), "--out", str(tmp_path), "--epochs", "1", "--size", "32", "48",
+                           "--photos", str(tmp_path / "odd")]) == 2
+    assert "['cat', 'dog'] are not among the mask classes" in capsys.readouterr().err
