@@ -109,7 +109,10 @@ def run_schedule(model: nn.Module, n_items: int, batch_loss: Callable[[torch.Ten
     def elapsed() -> float:
         return distributed.from_rank0(time.perf_counter() - t0)
 
-    with tqdm(total=total_steps, desc=desc, unit="step", disable=not (progress and distributed.is_main())) as bar:
+    # Without an epoch count the bar counts the budget's seconds: steps have no total then.
+    on_clock = total_steps is None
+    with tqdm(total=round(time_budget) if on_clock else total_steps, desc=desc, unit="s" if on_clock else "step",
+              disable=not (progress and distributed.is_main())) as bar:
         for epoch in range(epochs) if epochs is not None else itertools.count():
             model.train()
             order = torch.randperm(n_items, generator=gen).to(device)
@@ -117,7 +120,8 @@ def run_schedule(model: nn.Module, n_items: int, batch_loss: Callable[[torch.Ten
             for b in range(steps_per_epoch):
                 done = step / total_steps if total_steps else 0.0
                 if time_budget:
-                    done = max(done, elapsed() / time_budget)
+                    now = elapsed()
+                    done = max(done, now / time_budget)
                     if done >= 1 and steps_done:
                         break
                 for group in opt.param_groups:
@@ -132,7 +136,7 @@ def run_schedule(model: nn.Module, n_items: int, batch_loss: Callable[[torch.Ten
                     ema.update_parameters(distributed.unwrap(model))
                 loss_sum += loss.item()
                 step, seen, steps_done = step + 1, seen + len(idx) * n_procs, steps_done + 1
-                bar.update()
+                bar.update(min(bar.total, round(now)) - bar.n if on_clock else 1)
             model.eval()
             distributed.average_buffers(model)
             if ema is not None:

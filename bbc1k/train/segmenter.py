@@ -15,7 +15,10 @@ object pixels up, learns the masks in the same time.
 Real photos carry a class label, not a mask. Given a folder of them
 (``photos``), every step also sees some, and :func:`weak_label_loss` asks
 that the mask show an object of the photo's class: the synthetic masks teach
-where an object is, the photos what a real one looks like.
+where an object is, the photos what a real one looks like. Measured in the
+main job's 150 s on 2 CPU cores, it does not pay yet: the photos make each
+step dearer (13 epochs instead of 26), and the masks of 120 held-out photos
+named their class on 52% of them against 57% without.
 
 The data is a bbc1k dataset (images/, masks/, classification_labels.csv; see
 README). The model is written in the bbc1k model format, task ``segment``,
