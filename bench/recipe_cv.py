@@ -126,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         shifted.append(shifted_crops_accuracy(result.model, data_dir, recipe, args.shift_crops))
         for s in args.test_scales:
             scaled[s].append(scaled_input_accuracy(result.model, data_dir, recipe, s))
+        at_scales = "".join(f"at {s}x the input: {v[-1]:.1%}; " for s, v in scaled.items())
         print(f"fold {k}: {result.valid_acc:.1%} of {result.n_valid} photos (with {args.shift_crops} shifted "
-              f"crops too: {shifted[-1]:.1%}; " + "".join(f"at {s}x the input: {v[-1]:.1%}; " for s, v in scaled.items())
-              + f"trained on {result.n_train}; "
+              f"crops too: {shifted[-1]:.1%}; {at_scales}trained on {result.n_train}; "
               f"{result.epochs_run} epochs, {result.train_seconds:.0f} s training, {wall:.0f} s in all "
               f"({result.device}); {load_note()}")
         if args.jsonl:

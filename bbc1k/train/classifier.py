@@ -355,7 +355,8 @@ def export(result: Result, recipe: Recipe, out_dir: str | Path, name: str) -> Pa
     """Write ``out_dir/name.onnx`` with its bbc1k description."""
     h, w = test_size(recipe)
     facts = {k: v for k, v in asdict(recipe).items() if k != "augment"}
-    facts.update(augment=asdict(recipe.augment), architecture=(f"{recipe.ensemble} x " if recipe.ensemble > 1 else "") + f"resnet9(width={recipe.width})",
+    architecture = (f"{recipe.ensemble} x " if recipe.ensemble > 1 else "") + f"resnet9(width={recipe.width})"
+    facts.update(augment=asdict(recipe.augment), architecture=architecture,
                  pretrained=False, valid_acc=result.valid_acc, epochs_run=result.epochs_run,
                  train_seconds=round(result.train_seconds, 1), device=result.device,
                  pretrain_seconds=round(result.pretrain_seconds, 1),

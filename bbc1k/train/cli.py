@@ -139,8 +139,8 @@ def recipe_from_args(args: argparse.Namespace) -> classifier.Recipe:
         size=tuple(args.size), width=args.width, epochs=args.epochs, batch_size=args.batch_size,
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
         synthetic=args.synthetic, synthetic_mix=args.synthetic_mix, synthetic_epochs=args.synthetic_epochs,
-        ensemble=args.ensemble, test_scale=args.test_scale, seed=args.seed, valid_frac=args.valid_frac, split_seed=args.split_seed,
-        fold=args.fold, folds=args.folds, time_budget=args.time_budget,
+        ensemble=args.ensemble, test_scale=args.test_scale, seed=args.seed, valid_frac=args.valid_frac,
+        split_seed=args.split_seed, fold=args.fold, folds=args.folds, time_budget=args.time_budget,
         tta=not args.no_tta, mix=args.mix, mix_alpha=args.mix_alpha, ema=args.ema,
         precision=args.precision, eval_every=args.eval_every)
 

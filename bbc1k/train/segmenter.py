@@ -220,7 +220,8 @@ def train(dataset: str | Path, rec: SegRecipe, log: bool = True) -> SegResult:
                      model=final, sample=sample)
 
 
-def _weak_photos(rec: SegRecipe, store: tuple[int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _weak_photos(rec: SegRecipe, store: tuple[int, int],
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``rec.photos`` as (uint8 images, mask class indices) on the device, or None."""
     if not rec.photos:
         return None
