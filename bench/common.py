@@ -36,3 +36,15 @@ def load_note() -> str:
     except OSError:
         return "load average: unknown"
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
+
+
+def save_contact_sheet(tiles: list, out: Path, columns: int = 8) -> None:
+    """Save equal-sized PIL images (``tiles``) as one grid picture at ``out``,
+    ``columns`` wide: photos to look at side by side."""
+    from PIL import Image
+
+    w, h = tiles[0].size if tiles else (1, 1)
+    sheet = Image.new("RGB", (columns * w, max(1, -(-len(tiles) // columns)) * h), "white")
+    for i, tile in enumerate(tiles):
+        sheet.paste(tile, ((i % columns) * w, (i // columns) * h))
+    sheet.save(out)

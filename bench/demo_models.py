@@ -24,7 +24,7 @@ from bbc1k.modelmeta import read_onnx_meta
 from bbc1k.photo_scores import score_model, scored_kind
 from bbc1k.serving import decode_image, open_session, prepare
 from bbc1k.serving.postprocess import box_to_image
-from bench.common import PHOTOS_ENV, add_photos_arg, load_note, photos_dir
+from bench.common import PHOTOS_ENV, add_photos_arg, load_note, photos_dir, save_contact_sheet
 
 REPO = Path(__file__).resolve().parent.parent
 HELD_OUT = REPO / "real-photos" / "held-out"
@@ -32,14 +32,13 @@ HELD_OUT = REPO / "real-photos" / "held-out"
 
 def box_sheet(model: Path, folder: Path, out: Path, columns: int = 8) -> None:
     """Draw ``model``'s box on every photo of ``folder``, in a grid, each captioned with its class."""
-    from PIL import Image, ImageDraw
+    from PIL import ImageDraw
 
     meta = read_onnx_meta(str(model))
     spec = meta.output("box")
     session = open_session(model)
     classes, paths, labels = find_images(folder)
-    tile = (192, 144)
-    sheet = Image.new("RGB", (columns * tile[0], -(-len(paths) // columns) * tile[1]), "white")
+    tile, tiles = (192, 144), []
     for i, (path, label) in enumerate(zip(paths, labels)):
         image = decode_image(path.read_bytes()).image
         x, fit = prepare(image, meta)
@@ -50,8 +49,8 @@ def box_sheet(model: Path, folder: Path, out: Path, columns: int = 8) -> None:
         draw = ImageDraw.Draw(small)
         draw.rectangle((x0 * sx, y0 * sy, x1 * sx, y1 * sy), outline=(255, 0, 0), width=3)
         draw.text((4, 2), f"{i} {classes[label]}", fill=(255, 255, 0))
-        sheet.paste(small, ((i % columns) * tile[0], (i // columns) * tile[1]))
-    sheet.save(out)
+        tiles.append(small)
+    save_contact_sheet(tiles, out, columns)
     print(f"{model.name}: its boxes on {len(paths)} photos drawn in {out}")
 
 

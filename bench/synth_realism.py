@@ -32,7 +32,7 @@ from bbc1k.train.classifier import Recipe, Result, evaluate, train
 from bbc1k.train.data import find_images, load_images, stratified_split
 from bbc1k.train.device import pick_device
 from bbc1k.train.schedule import Normalise
-from bench.common import add_photos_arg, load_note, photos_dir
+from bench.common import add_photos_arg, load_note, photos_dir, save_contact_sheet
 
 
 def predict(model: nn.Module, x_uint8: torch.Tensor, norm: Normalise, batch_size: int = 128) -> np.ndarray:
@@ -144,13 +144,11 @@ def error_sheet(errors: list[tuple[Path, str, str]], out: Path, columns: int = 8
     from PIL import Image, ImageDraw
 
     shown = errors[:: max(1, -(-len(errors) // limit))]
-    tile = (160, 120)
-    sheet = Image.new("RGB", (columns * tile[0], -(-len(shown) // columns) * tile[1]), "white")
-    for i, (path, truth, answer) in enumerate(shown):
-        small = Image.open(path).convert("RGB").resize(tile)
-        ImageDraw.Draw(small).text((3, 2), f"{truth} -> {answer}", fill=(255, 255, 0))
-        sheet.paste(small, ((i % columns) * tile[0], (i // columns) * tile[1]))
-    sheet.save(out)
+    tiles = []
+    for path, truth, answer in shown:
+        tiles.append(Image.open(path).convert("RGB").resize((160, 120)))
+        ImageDraw.Draw(tiles[-1]).text((3, 2), f"{truth} -> {answer}", fill=(255, 255, 0))
+    save_contact_sheet(tiles, out, columns)
     print(f"{len(shown)} of the {len(errors)} photos it got wrong drawn in {out}")
 
 

@@ -31,6 +31,13 @@ def _rows(n: int, part: Part) -> slice:
     return slice(part[0] * n, (part[0] + 1) * n)
 
 
+def draw_indices(gen: torch.Generator, high: int, n: int, part: Part = WHOLE) -> torch.Tensor:
+    """``n`` random indices below ``high`` (extra pictures for share ``part``
+    of a batch), from ``gen``: drawn for the whole batch and the share's rows
+    kept, like the augmentation's draws, so every process draws alike."""
+    return torch.randint(high, (n * part[1],), generator=gen)[_rows(n, part)]
+
+
 @dataclass
 class Augment:
     """Random resized crops, flips, small rotations and colour jitter, done on

@@ -55,7 +55,7 @@ from bbc1k.export import export_onnx
 from bbc1k.modelmeta import PHOTO_MEAN, PHOTO_STD, ModelMeta
 from bbc1k.nets import Ensemble, FlipAverage, ResNet9
 from bbc1k.train import distributed
-from bbc1k.train.augment import Augment, mix_batch
+from bbc1k.train.augment import Augment, draw_indices, mix_batch
 from bbc1k.train.data import DatasetError, find_images, load_images, render_synthetic, split_indices
 from bbc1k.train.device import limit_cpu_threads, pick_device, use_bf16
 from bbc1k.train.schedule import EpochHook, Normalise, run_schedule
@@ -132,8 +132,7 @@ def classification_loss(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor
         xb, yb = x_uint8[idx], y[idx]
         if synthetic is not None and recipe.synthetic_mix > 0:
             n = round(len(idx) * recipe.synthetic_mix / (1 - recipe.synthetic_mix))
-            drawn = torch.randint(len(synthetic.x), (n * part[1],), generator=gen)[part[0] * n:(part[0] + 1) * n]
-            drawn = drawn.to(device)
+            drawn = draw_indices(gen, len(synthetic.x), n, part).to(device)
             xb, yb = torch.cat([xb, synthetic.x[drawn]]), torch.cat([yb, synthetic.y[drawn]])
         return xb, yb
 

@@ -43,7 +43,7 @@ from bbc1k.layout import MASK_CLASSES
 from bbc1k.modelmeta import PHOTO_MEAN, PHOTO_STD, ModelMeta, OutputSpec
 from bbc1k.nets import BoxFromMask, MaskFlipAverage, UNet, box_iou, tight_boxes
 from bbc1k.train import distributed
-from bbc1k.train.augment import Augment, warp_pair
+from bbc1k.train.augment import Augment, draw_indices, warp_pair
 from bbc1k.train.data import DatasetError, find_images, load_images, load_segmentation_set, stratified_split
 from bbc1k.train.device import limit_cpu_threads, pick_device, use_bf16
 from bbc1k.train.schedule import Normalise, run_schedule
@@ -175,14 +175,14 @@ def train(dataset: str | Path, rec: SegRecipe, log: bool = True) -> SegResult:
         xb, mb = warp_pair(rec.augment, x_train[idx].float() / 255, m_train[idx], rec.size, part)
         n = round(len(idx) * rec.photo_share) if photos is not None else 0
         if n:
-            drawn = torch.randint(len(photos[0]), (n * part[1],), generator=gen)[part[0] * n:(part[0] + 1) * n]
-            xp = rec.augment(photos[0][drawn.to(device)].float() / 255, rec.size, part)
+            drawn = draw_indices(gen, len(photos[0]), n, part).to(device)
+            xp = rec.augment(photos[0][drawn].float() / 255, rec.size, part)
             xb = torch.cat([xb, xp])
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = net(norm(xb))
             loss = F.cross_entropy(logits[:len(idx)], mb, weight=weight)
             if n:
-                loss = loss + rec.photo_weight * weak_label_loss(logits[len(idx):], photos[1][drawn.to(device)])
+                loss = loss + rec.photo_weight * weak_label_loss(logits[len(idx):], photos[1][drawn])
             return loss
 
     epochs_run = 0
