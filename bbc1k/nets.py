@@ -15,6 +15,7 @@ Training code only: this module imports torch.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -65,6 +66,28 @@ class ResNet9(nn.Sequential):
             nn.AdaptiveMaxPool2d(1), nn.Flatten(),
             nn.Linear(8 * w, n_classes, bias=False), Scale(0.125),
         )
+
+
+def whiten_first_conv(model: nn.Sequential, x: torch.Tensor, seed: int = 0, eps: float = 5e-4,
+                      n_patches: int = 20000) -> None:
+    """Start ``model``'s first convolution as a whitening of the patches of
+    images ``x`` (normalised, N x 3 x H x W), and freeze it, as Keller
+    Jordan's airbench does: half its filters are the top eigenvectors of the
+    patches' covariance, each divided by the square root of its eigenvalue,
+    the other half their negatives (so the ReLU passes both signs). The
+    network then starts from decorrelated inputs instead of random ones."""
+    conv = model[0][0]
+    k = conv.kernel_size[0]
+    patches = F.unfold(x.float(), k, padding=conv.padding[0]).transpose(1, 2).reshape(-1, 3 * k * k)
+    pick = torch.randperm(len(patches), generator=torch.Generator().manual_seed(seed))[:n_patches]
+    p = patches[pick].double().cpu()
+    p = p - p.mean(0)
+    eigval, eigvec = torch.linalg.eigh(p.T @ p / len(p))  # ascending
+    half = min(conv.out_channels // 2, p.shape[1])
+    filters = (eigvec.flip(1)[:, :half] / torch.sqrt(eigval.flip(0)[:half].clamp(min=0) + eps)).T
+    with torch.no_grad():
+        conv.weight[:2 * half].copy_(torch.cat([filters, -filters]).reshape(2 * half, 3, k, k))
+    conv.weight.requires_grad_(False)
 
 
 class UNet(nn.Module):

@@ -108,6 +108,8 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> ar
     ap.add_argument("--test-scale", type=float, default=d.test_scale, metavar="S",
                     help="validate and export at S times --size (default: %(default)s)")
     ap.add_argument("--no-tta", action="store_true", help="no mirrored second look at test time")
+    ap.add_argument("--no-whiten", action="store_true",
+                    help="a random first layer rather than one that whitens the photos' patches")
     ap.add_argument("--mix", choices=["none", "mixup", "cutmix"], default=d.mix,
                     help="train on blends of two photos (default: none)")
     ap.add_argument("--mix-alpha", type=float, default=d.mix_alpha)
@@ -141,7 +143,7 @@ def recipe_from_args(args: argparse.Namespace) -> classifier.Recipe:
         synthetic=args.synthetic, synthetic_mix=args.synthetic_mix, synthetic_epochs=args.synthetic_epochs,
         ensemble=args.ensemble, test_scale=args.test_scale, seed=args.seed, valid_frac=args.valid_frac,
         split_seed=args.split_seed, fold=args.fold, folds=args.folds, time_budget=args.time_budget,
-        tta=not args.no_tta, mix=args.mix, mix_alpha=args.mix_alpha, ema=args.ema,
+        tta=not args.no_tta, whiten=not args.no_whiten, mix=args.mix, mix_alpha=args.mix_alpha, ema=args.ema,
         precision=args.precision, eval_every=args.eval_every)
 
 

@@ -71,15 +71,18 @@ class Normalise:
 
 EpochHook = Callable[[int, float, bool], None]
 """``after_epoch(epoch, mean train loss, last)``."""
+BatchLoss = Callable[[torch.Tensor, float], torch.Tensor]
+"""``batch_loss(indices, progress)``: the loss of a batch, ``progress`` (0..1)
+how far the schedule is (for what changes over training, like the input size)."""
 
 
-def run_schedule(model: nn.Module, n_items: int, batch_loss: Callable[[torch.Tensor], torch.Tensor],
+def run_schedule(model: nn.Module, n_items: int, batch_loss: BatchLoss,
                  recipe: ScheduleSettings, epochs: int | None, after_epoch: EpochHook,
                  desc: str = "training", progress: bool = False, time_budget: float | None = None,
                  ema: torch.optim.swa_utils.AveragedModel | None = None) -> int:
     """One one-cycle training run of ``model`` over ``n_items`` training items
-    in shuffled batches of ``recipe.batch_size``: ``batch_loss(indices)``
-    gives the loss of a batch. Calls ``after_epoch(epoch, mean train loss,
+    in shuffled batches of ``recipe.batch_size``: ``batch_loss(indices,
+    progress)`` gives the loss of a batch. Calls ``after_epoch(epoch, mean train loss,
     last)`` after each epoch, ``last`` true after the final one. With a
     ``time_budget`` (seconds) the schedule runs on the clock when that is
     further along than the steps, and training stops, mid-epoch if need be,
@@ -128,7 +131,7 @@ def run_schedule(model: nn.Module, n_items: int, batch_loss: Callable[[torch.Ten
                     group["lr"] = one_cycle(done, recipe.lr, recipe.warmup)
                 start = b * recipe.batch_size + me * share
                 idx = order[start:start + share]
-                loss = batch_loss(idx)
+                loss = batch_loss(idx, done)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

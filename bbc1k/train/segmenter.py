@@ -171,7 +171,7 @@ def train(dataset: str | Path, rec: SegRecipe, log: bool = True) -> SegResult:
     photos = _weak_photos(rec, store, device)
     gen = torch.Generator(device="cpu").manual_seed(rec.seed + 1)  # the same draws in every process
 
-    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+    def batch_loss(idx: torch.Tensor, progress: float) -> torch.Tensor:
         xb, mb = warp_pair(rec.augment, x_train[idx].float() / 255, m_train[idx], rec.size, part)
         n = round(len(idx) * rec.photo_share) if photos is not None else 0
         if n:

@@ -48,7 +48,7 @@ def tiny_run(ghosts: int = 1, clock=None) -> tuple[dict[str, torch.Tensor], list
     def forward(share: int, xs: torch.Tensor) -> torch.Tensor:
         return net(xs) if ghosts == 1 else torch.func.functional_call(model, copies[share], (xs,))
 
-    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+    def batch_loss(idx: torch.Tensor, progress: float) -> torch.Tensor:
         return torch.stack([F.cross_entropy(forward(i, x[part]), y[part])
                             for i, part in enumerate(idx.chunk(ghosts))]).mean()
 
