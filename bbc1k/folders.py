@@ -34,3 +34,12 @@ def find_images(data_dir: str | Path) -> tuple[list[str], list[Path], np.ndarray
             f"found {len(classes)} class folder(s){f' and {loose} loose image(s)' if loose else ''}. "
             f"Lay it out as {root}/<class name>/<image>.jpg")
     return classes, paths, np.array(labels, dtype=np.int64)
+
+
+def check_classes(folder: str | Path, classes: list[str], known: list[str], known_as: str) -> None:
+    """Refuse class folders of ``folder`` that are not among ``known``
+    (named ``known_as`` in the message: "the model's", "the mask classes"),
+    before any work is spent on them."""
+    unknown = sorted(set(classes) - set(known))
+    if unknown:
+        raise DatasetError(f"{folder}: class folder(s) {unknown} are not among {known_as} {list(known)}")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bbc1k.folders import DatasetError, find_images
+from bbc1k.folders import DatasetError, check_classes, find_images
 from bbc1k.modelmeta import ModelMeta, read_onnx_meta
 from bbc1k.serving.decode import ImageError, decode_image
 from bbc1k.serving.preprocess import prepare
@@ -67,9 +67,7 @@ def score_model(onnx_path: str | Path, folder: str | Path, kind: str | None = No
         raise ValueError(f"{onnx_path}: no output of kind {kind or ' or '.join(SCORED_KINDS)!r} among "
                          f"{[(o.name, o.kind) for o in meta.outputs]}")
     classes, paths, labels = find_images(folder)
-    unknown = sorted(set(classes) - set(meta.classes))
-    if unknown:
-        raise DatasetError(f"{folder}: class folder(s) {unknown} are not among the model's {meta.classes}")
+    check_classes(folder, classes, meta.classes, "the model's")
     session = open_session(onnx_path)
     wanted = meta.output(kind).name
     confusion: Counter = Counter()

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from bbc1k import layout
+from bbc1k.folders import DatasetError, check_classes
 from bbc1k.synth import generate
 from bbc1k.train.classifier import Recipe, Result, evaluate, train
 from bbc1k.train.data import find_images, load_images, stratified_split
@@ -124,9 +125,10 @@ def main() -> None:
               "(the model must fit these for the figure below to mean anything)")
 
     classes, paths, labels = find_images(photos)
-    unknown = sorted(set(classes) - set(result.classes))
-    if unknown:
-        raise SystemExit(f"{photos}: class folder(s) {unknown} are not synthetic classes {result.classes}")
+    try:
+        check_classes(photos, classes, result.classes, "the synthetic classes")
+    except DatasetError as e:
+        raise SystemExit(str(e)) from None
     x = load_images(paths, recipe.size).to(device)
     pred = predict(result.model, x, norm)
     # Report in the photo folders' class order, mapping the model's indices by name.

@@ -211,24 +211,25 @@ class Result:
     model: Any = field(repr=False, default=None)
 
 
+def _scaled(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """``size`` at scale 1, else ``scale`` times it in multiples of 8 (few distinct
+    sizes, so kernels are reused; the network's global pooling takes any size)."""
+    if scale == 1:
+        return tuple(size)
+    return tuple(max(8, round(side * scale / 8) * 8) for side in size)
+
+
 def input_size(recipe: Recipe, progress: float) -> tuple[int, int]:
     """(H, W) of the training input at ``progress`` (0..1) of the schedule:
-    from ``progressive`` times ``size`` up to ``size`` by ``progressive_end``,
-    in multiples of 8 (a few distinct sizes, so the kernels are reused)."""
-    if recipe.progressive >= 1:
-        return tuple(recipe.size)
+    from ``progressive`` times ``size`` up to ``size`` by ``progressive_end``."""
     grown = min(1.0, progress / max(recipe.progressive_end, 1e-6))
-    scale = recipe.progressive + (1 - recipe.progressive) * grown
-    return tuple(min(side, max(8, round(side * scale / 8) * 8)) for side in recipe.size)
+    scale = min(1.0, recipe.progressive + (1 - recipe.progressive) * grown)
+    return tuple(min(side, s) for side, s in zip(recipe.size, _scaled(recipe.size, scale)))
 
 
 def test_size(recipe: Recipe) -> tuple[int, int]:
-    """(H, W) the trained network is validated and exported at: ``size``
-    times ``test_scale``, in multiples of 8 (the network ends in global
-    pooling, so it takes any size)."""
-    if recipe.test_scale == 1:
-        return tuple(recipe.size)
-    return tuple(max(8, round(side * recipe.test_scale / 8) * 8) for side in recipe.size)
+    """(H, W) the trained network is validated and exported at: ``size`` times ``test_scale``."""
+    return _scaled(recipe.size, recipe.test_scale)
 
 
 def synthetic_count(recipe: Recipe, classes: list[str], n_train: int) -> int:

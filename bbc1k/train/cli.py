@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bbc1k.folders import check_classes
 from bbc1k.train import classifier, distributed, segmenter
 from bbc1k.train.data import DatasetError, find_images, split_indices, stratified_split
 
@@ -150,10 +151,7 @@ def recipe_from_args(args: argparse.Namespace) -> classifier.Recipe:
 def check_holdout(holdout: str | Path, data_dir: str | Path) -> None:
     """A holdout folder must name only classes the model will know: checked
     before training, so a typo does not cost a training run."""
-    held, known = find_images(holdout)[0], find_images(data_dir)[0]
-    unknown = sorted(set(held) - set(known))
-    if unknown:
-        raise DatasetError(f"{holdout}: class folder(s) {unknown} are not among {data_dir}'s classes {known}")
+    check_classes(holdout, find_images(holdout)[0], find_images(data_dir)[0], f"{data_dir}'s classes")
 
 
 def classifier_main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:

@@ -44,7 +44,8 @@ from bbc1k.modelmeta import PHOTO_MEAN, PHOTO_STD, ModelMeta, OutputSpec
 from bbc1k.nets import BoxFromMask, MaskFlipAverage, UNet, box_iou, tight_boxes
 from bbc1k.train import distributed
 from bbc1k.train.augment import Augment, draw_indices, warp_pair
-from bbc1k.train.data import DatasetError, find_images, load_images, load_segmentation_set, stratified_split
+from bbc1k.folders import check_classes
+from bbc1k.train.data import find_images, load_images, load_segmentation_set, stratified_split
 from bbc1k.train.device import limit_cpu_threads, pick_device, use_bf16
 from bbc1k.train.schedule import Normalise, run_schedule
 
@@ -226,10 +227,7 @@ def _weak_photos(rec: SegRecipe, store: tuple[int, int],
     if not rec.photos:
         return None
     classes, paths, labels = find_images(rec.photos)
-    unknown = sorted(set(classes) - set(MASK_CLASSES[1:]))
-    if unknown:
-        raise DatasetError(f"{rec.photos}: class folder(s) {unknown} are not among the mask classes "
-                           f"{list(MASK_CLASSES[1:])}")
+    check_classes(rec.photos, classes, list(MASK_CLASSES[1:]), "the mask classes")
     to_mask = torch.tensor([MASK_CLASSES.index(c) for c in classes])
     return load_images(paths, store).to(device), to_mask[torch.from_numpy(labels)].to(device)
 

@@ -128,6 +128,7 @@ def test_progressive_resizing_grows_the_input_to_its_size_by_the_end() -> None:
     assert all(a[0] <= b[0] and a[1] <= b[1] for a, b in zip(sizes, sizes[1:]))
     assert all(h % 8 == 0 and w % 8 == 0 for h, w in sizes)
     assert {input_size(Recipe(size=(96, 128)), p) for p in (0.0, 0.5, 1.0)} == {(96, 128)}
+    assert input_size(Recipe(size=(100, 130), progressive=0.5), 1.0) == (100, 130)  # ends at the size it exports
 
     seen: list[tuple[int, ...]] = []
 
