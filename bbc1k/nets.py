@@ -68,15 +68,14 @@ class ResNet9(nn.Sequential):
         )
 
 
-def whiten_first_conv(model: nn.Sequential, x: torch.Tensor, seed: int = 0, eps: float = 5e-4,
+def whiten_first_conv(conv: nn.Conv2d, x: torch.Tensor, seed: int = 0, eps: float = 5e-4,
                       n_patches: int = 20000) -> None:
-    """Start ``model``'s first convolution as a whitening of the patches of
+    """Start a network's first convolution ``conv`` as a whitening of the patches of
     images ``x`` (normalised, N x 3 x H x W), and freeze it, as Keller
     Jordan's airbench does: half its filters are the top eigenvectors of the
     patches' covariance, each divided by the square root of its eigenvalue,
     the other half their negatives (so the ReLU passes both signs). The
     network then starts from decorrelated inputs instead of random ones."""
-    conv = model[0][0]
     k = conv.kernel_size[0]
     patches = F.unfold(x.float(), k, padding=conv.padding[0]).transpose(1, 2).reshape(-1, 3 * k * k)
     pick = torch.randperm(len(patches), generator=torch.Generator().manual_seed(seed))[:n_patches]
@@ -93,9 +92,19 @@ def whiten_first_conv(model: nn.Sequential, x: torch.Tensor, seed: int = 0, eps:
 class UNet(nn.Module):
     """A small U-Net: three stages down (convolutions, max-pooling), three up
     (bilinear upsampling, the skip connection of the same scale, a convolution).
-    Input height and width must be multiples of 8."""
+    Input height and width must be multiples of 8.
 
-    def __init__(self, n_classes: int, width: int = 16):
+    With ``image_head``, the picture's one object is found and named apart
+    (a bbc1k picture holds one object): the decoder's two channels say
+    background or object, and a head on the deepest features (a stage down
+    with a residual block, max-pooled, linear: :class:`ResNet9`'s ending)
+    names the picture's class. The output
+    is still one logit per class: each object class's logit is the object
+    logit plus the head's log-probability of that class. So the mask's
+    object pixels all carry the picture's class, and a photo's class label
+    trains the head directly."""
+
+    def __init__(self, n_classes: int, width: int = 16, image_head: bool = False):
         super().__init__()
         w = width
         self.down = nn.ModuleList([conv_bn(3, w), conv_bn(w, 2 * w), conv_bn(2 * w, 4 * w)])
@@ -103,18 +112,33 @@ class UNet(nn.Module):
         self.up = nn.ModuleList([conv_bn(12 * w, 4 * w), conv_bn(6 * w, 2 * w), conv_bn(3 * w, w)])
         self.pool = nn.MaxPool2d(2)
         self.upsample = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
-        self.out = nn.Conv2d(w, n_classes, 1)
+        self.out = nn.Conv2d(w, 2 if image_head else n_classes, 1)
+        # One more stage down, with a residual block, before pooling: ResNet9's ending.
+        self.head = nn.Sequential(nn.MaxPool2d(2), Residual(8 * w), nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+                                  nn.Linear(8 * w, n_classes - 1, bias=False), Scale(0.125)) if image_head else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, masked: int | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Mask logits of ``x``. With ``masked`` (training with the image
+        head), only the first ``masked`` images go through the decoder: the
+        rest carry a class label, not a mask, and are only encoded. Returns
+        their mask logits and the head's class logits of all of ``x``."""
         skips = []
         for block in self.down:
             x = block(x)
             skips.append(x)
             x = self.pool(x)
-        x = self.middle(x)
+        deepest = x = self.middle(x)
+        if masked is not None:
+            x, skips = x[:masked], [s[:masked] for s in skips]
         for block, skip in zip(self.up, reversed(skips)):
             x = block(torch.cat([self.upsample(x), skip], 1))
-        return self.out(x)
+        logits = self.out(x)
+        if self.head is None:
+            return logits
+        named = self.head(deepest)
+        picture = named[:logits.shape[0]].float().log_softmax(1).to(logits.dtype)
+        fused = torch.cat([logits[:, :1], logits[:, 1:] + picture[:, :, None, None]], 1)
+        return fused if masked is None else (fused, named)
 
 
 class FlipAverage(nn.Module):

@@ -272,7 +272,7 @@ def _train_member(k: int, run: _Run, recipe: Recipe, n_classes: int, time_budget
     device = run.train.x.device
     model = ResNet9(n_classes, recipe.width).to(device).to(memory_format=torch.channels_last)
     if recipe.whiten:
-        whiten_first_conv(model, run.norm(run.train.x[:256].float() / 255), recipe.seed)
+        whiten_first_conv(model[0][0], run.norm(run.train.x[:256].float() / 255), recipe.seed)
     ema = None
     if recipe.ema:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn

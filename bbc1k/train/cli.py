@@ -60,6 +60,8 @@ def add_training_args(ap: argparse.ArgumentParser, d: Any, data_help: str, name:
     ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=d.precision,
                     help="auto: bfloat16 where the chip computes it natively (recent GPUs, CPUs with AMX "
                          "or AVX512-BF16), else fp32")
+    ap.add_argument("--no-whiten", action="store_true",
+                    help="a random first layer rather than one that whitens the images' 3x3 patches")
 
 
 def _valid_frac_ok(value: float) -> bool:
@@ -109,8 +111,6 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> ar
     ap.add_argument("--test-scale", type=float, default=d.test_scale, metavar="S",
                     help="validate and export at S times --size (default: %(default)s)")
     ap.add_argument("--no-tta", action="store_true", help="no mirrored second look at test time")
-    ap.add_argument("--no-whiten", action="store_true",
-                    help="a random first layer rather than one that whitens the photos' patches")
     ap.add_argument("--mix", choices=["none", "mixup", "cutmix"], default=d.mix,
                     help="train on blends of two photos (default: none)")
     ap.add_argument("--mix-alpha", type=float, default=d.mix_alpha)
@@ -221,6 +221,8 @@ def segmenter_main(argv: Sequence[str] | None = None, prog: str | None = None) -
     ap.add_argument("--photos", default=None, metavar="DIR",
                     help="also learn from real photos with class labels only (DIR/brick/, DIR/ball/, "
                          "DIR/cylinder/): the mask of each must show its class")
+    ap.add_argument("--no-image-head", action="store_true",
+                    help="the mask's pixels name their own classes, without the head that names the picture's")
     ap.add_argument("--detector", default=None, metavar="NAME",
                     help="also write OUT/NAME.onnx: a detector whose box is the tight box of the main object's "
                          "predicted pixels")
@@ -236,7 +238,7 @@ def segmenter_main(argv: Sequence[str] | None = None, prog: str | None = None) -
     rec = segmenter.SegRecipe(size=tuple(args.size), width=args.width, epochs=args.epochs,
                               batch_size=args.batch_size, seed=args.seed, valid_frac=args.valid_frac,
                               split_seed=args.split_seed, time_budget=args.time_budget, precision=args.precision,
-                              photos=args.photos)
+                              photos=args.photos, whiten=not args.no_whiten, image_head=not args.no_image_head)
     start = time.perf_counter()
     try:
         result = segmenter.train(args.data_dir, rec)

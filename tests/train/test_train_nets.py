@@ -26,6 +26,26 @@ def test_resnet9_gives_class_logits_and_unet_mask_logits() -> None:
     assert nets.UNet(4, width=4)(torch.rand(2, 3, 16, 24)).shape == (2, 4, 16, 24)
 
 
+def test_unet_with_an_image_head_gives_every_object_pixel_the_picture_s_class() -> None:
+    torch.manual_seed(0)
+    net = nets.UNet(4, width=4, image_head=True)
+    logits = net(torch.rand(2, 3, 16, 24))
+    assert logits.shape == (2, 4, 16, 24)
+    # The object classes' logits differ by the same amounts at every pixel: the head's.
+    named = logits[:, 1:].log_softmax(1)
+    assert torch.allclose(named, named[..., :1, :1].expand_as(named), atol=1e-5)
+    assert (logits[:, 1:].argmax(1) == logits[:, 1:, :1, :1].argmax(1)).all()  # one object class per picture
+    # Training: photos with a class label only are encoded, not decoded.
+    net.eval()
+    x = torch.rand(3, 3, 16, 24)
+    masks, named_all = net(x, masked=1)
+    assert masks.shape == (1, 4, 16, 24) and named_all.shape == (3, 3)
+    assert torch.allclose(masks, net(x[:1]), atol=1e-5)
+    # A class label reaches the head: its loss moves the head's weights.
+    torch.nn.functional.cross_entropy(named[:, :, 0, 0], torch.tensor([0, 2]), reduction="sum").backward()
+    assert net.head[-2].weight.grad.abs().sum() > 0
+
+
 class Columns(nn.Module):
     """Mask 'logits' that are the input's first channel: what a pixel sees, where it is."""
 

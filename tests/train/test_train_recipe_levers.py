@@ -154,8 +154,8 @@ def test_whitening_decorrelates_the_first_layer_and_freezes_it(class_folders: Pa
     # Neighbouring pixels and channels correlated, as in photos.
     x = torch.nn.functional.avg_pool2d(torch.randn(16, 1, 34, 42), 3, stride=1) + 0.2 * torch.randn(16, 3, 32, 40)
     model = ResNet9(3, width=8)
-    whiten_first_conv(model, x)
     conv = model[0][0]
+    whiten_first_conv(conv, x)
     assert not conv.weight.requires_grad
     assert torch.equal(conv.weight[4:], -conv.weight[:4])  # each filter and its negative
     out = torch.nn.functional.conv2d(x, conv.weight[:4], padding=1)[..., 1:-1, 1:-1]
@@ -164,9 +164,9 @@ def test_whitening_decorrelates_the_first_layer_and_freezes_it(class_folders: Pa
 
     set_to: list[torch.Tensor] = []
 
-    def recording(model: nn.Sequential, x: torch.Tensor, seed: int) -> None:
-        whiten_first_conv(model, x, seed)
-        set_to.append(model[0][0].weight.detach().clone())
+    def recording(conv: nn.Conv2d, x: torch.Tensor, seed: int) -> None:
+        whiten_first_conv(conv, x, seed)
+        set_to.append(conv.weight.detach().clone())
 
     monkeypatch.setattr(classifier, "whiten_first_conv", recording)
     recipe = Recipe(size=(24, 32), width=4, epochs=2, batch_size=4, synthetic=0, whiten=True, precision="fp32")
