@@ -3,7 +3,7 @@
 - :class:`ResNet9`: the classifier (Page's "How to train your ResNet", at a
   modest width);
 - :class:`UNet`: the segmenter, small enough to learn masks from random
-  weights in CPU minutes;
+  weights in CPU minutes, with an optional head that names the picture's class;
 - :class:`FlipAverage` / :class:`MaskFlipAverage`: test-time augmentation
   (the mean of the image and its mirror) inside the graph, so the exported
   ONNX gives what validation measured;
@@ -98,11 +98,10 @@ class UNet(nn.Module):
     (a bbc1k picture holds one object): the decoder's two channels say
     background or object, and a head on the deepest features (a stage down
     with a residual block, max-pooled, linear: :class:`ResNet9`'s ending)
-    names the picture's class. The output
-    is still one logit per class: each object class's logit is the object
-    logit plus the head's log-probability of that class. So the mask's
-    object pixels all carry the picture's class, and a photo's class label
-    trains the head directly."""
+    names the picture's class. The output is still one logit per class:
+    each object class's logit is the object logit plus the head's
+    log-probability of that class. So the mask's object pixels all carry the
+    picture's class, and a photo's class label trains the head directly."""
 
     def __init__(self, n_classes: int, width: int = 16, image_head: bool = False):
         super().__init__()

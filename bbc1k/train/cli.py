@@ -220,7 +220,8 @@ def segmenter_main(argv: Sequence[str] | None = None, prog: str | None = None) -
                       "bbc-segmenter", segmenter.DEFAULT_EPOCHS, size_note=", multiples of 8")
     ap.add_argument("--photos", default=None, metavar="DIR",
                     help="also learn from real photos with class labels only (DIR/brick/, DIR/ball/, "
-                         "DIR/cylinder/): the mask of each must show its class")
+                         "DIR/cylinder/): they teach the image head the classes (without it, the mask of "
+                         "each must show its class)")
     ap.add_argument("--no-image-head", action="store_true",
                     help="the mask's pixels name their own classes, without the head that names the picture's")
     ap.add_argument("--detector", default=None, metavar="NAME",

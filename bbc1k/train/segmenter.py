@@ -19,10 +19,11 @@ head on its deepest features names the picture's class, and the photos go
 through the encoder and the head only, trained by their labels. The
 synthetic masks teach where an object is, the photos what a real one looks
 like. In the main job's 150 s on 2 CPU cores, the masks of 120 held-out
-real photos named their class on 88-90% of them (two seeds), against about
+real photos named their class on 87.5-90% of them (three runs), against
 61% trained on the synthetic masks alone; the synthetic masks, now learnt
-in 12-15 epochs instead of 22, fit less well (mean IoU about 0.65 against
-0.76). A head of a linear layer alone on the encoder's features reached 83-86%.
+in 9-15 epochs instead of 22, fit less well (mean IoU 0.59-0.66 against
+0.76). A head of a linear layer alone on the encoder's features reached
+83-86%.
 Without the head, :func:`weak_label_loss` asks each photo's mask to show an
 object of its class instead; it measured worse (52% against 57%).
 
@@ -89,9 +90,9 @@ class SegRecipe:
     time_budget: float | None = None
     precision: str = "auto"
     photos: str | None = None          # a folder of class subfolders (brick/, ball/, cylinder/): real photos
-                                       # with a class label only, learnt from as a weak target
+                                       # with a class label only, for the image head (or a weak target without it)
     photo_share: float = 1.0           # photos per step, as a share of the batch of masked images
-    photo_weight: float = 0.5          # weight of the weak target's loss
+    photo_weight: float = 0.5          # weight of the photos' loss
     whiten: bool = True                # the first convolution starts as a whitening of the images' 3x3 patches
     image_head: bool = True            # the picture's class from a head of its own (UNet's ``image_head``)
     augment: Augment = field(default_factory=lambda: Augment(min_scale=0.5))
