@@ -19,7 +19,7 @@ head on its deepest features names the picture's class, and the photos go
 through the encoder and the head only, trained by their labels. The
 synthetic masks teach where an object is, the photos what a real one looks
 like. In the main job's 150 s on 2 CPU cores, the masks of 120 held-out
-real photos named their class on 87.5-90% of them (three runs), against
+real photos named their class on 85-90% of them (four runs), against
 61% trained on the synthetic masks alone; the synthetic masks, now learnt
 in 9-15 epochs instead of 22, fit less well (mean IoU 0.59-0.66 against
 0.76). A head of a linear layer alone on the encoder's features reached
