@@ -68,6 +68,10 @@ class ResNet9(nn.Sequential):
         )
 
 
+WHITEN_IMAGES = 256
+"""How many training images :func:`whiten_first_conv` reads patches from (enough for a stable covariance)."""
+
+
 def whiten_first_conv(conv: nn.Conv2d, x: torch.Tensor, seed: int = 0, eps: float = 5e-4,
                       n_patches: int = 20000) -> None:
     """Start a network's first convolution ``conv`` as a whitening of the patches of

@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from bbc1k.export import export_onnx
 from bbc1k.modelmeta import PHOTO_MEAN, PHOTO_STD, ModelMeta
-from bbc1k.nets import Ensemble, FlipAverage, ResNet9, whiten_first_conv
+from bbc1k.nets import WHITEN_IMAGES, Ensemble, FlipAverage, ResNet9, whiten_first_conv
 from bbc1k.train import distributed
 from bbc1k.train.augment import Augment, draw_indices, mix_batch
 from bbc1k.train.data import DatasetError, find_images, load_images, render_synthetic, split_indices
@@ -272,7 +272,7 @@ def _train_member(k: int, run: _Run, recipe: Recipe, n_classes: int, time_budget
     device = run.train.x.device
     model = ResNet9(n_classes, recipe.width).to(device).to(memory_format=torch.channels_last)
     if recipe.whiten:
-        whiten_first_conv(model[0][0], run.norm(run.train.x[:256].float() / 255), recipe.seed)
+        whiten_first_conv(model[0][0], run.norm(run.train.x[:WHITEN_IMAGES].float() / 255), recipe.seed)
     ema = None
     if recipe.ema:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn

@@ -49,12 +49,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from bbc1k.export import export_onnx
+from bbc1k.folders import check_classes
 from bbc1k.layout import MASK_CLASSES
 from bbc1k.modelmeta import PHOTO_MEAN, PHOTO_STD, ModelMeta, OutputSpec
-from bbc1k.nets import BoxFromMask, MaskFlipAverage, UNet, box_iou, tight_boxes, whiten_first_conv
+from bbc1k.nets import WHITEN_IMAGES, BoxFromMask, MaskFlipAverage, UNet, box_iou, tight_boxes, whiten_first_conv
 from bbc1k.train import distributed
 from bbc1k.train.augment import Augment, draw_indices, warp_pair
-from bbc1k.folders import check_classes
 from bbc1k.train.data import find_images, load_images, load_segmentation_set, stratified_split
 from bbc1k.train.device import limit_cpu_threads, pick_device, use_bf16
 from bbc1k.train.schedule import Normalise, run_schedule
@@ -178,13 +178,13 @@ def train(dataset: str | Path, rec: SegRecipe, log: bool = True) -> SegResult:
     norm = Normalise.photos(device)
     model = UNet(len(classes), rec.width, rec.image_head)
     if rec.whiten:  # before DDP wraps the model: every process computes it from the same images
-        whiten_first_conv(model.down[0][0], norm(x_train[:256].float() / 255).cpu(), rec.seed)
+        whiten_first_conv(model.down[0][0], norm(x_train[:WHITEN_IMAGES].float() / 255), rec.seed)
     model = model.to(device).to(memory_format=torch.channels_last)
     weight = torch.tensor([1.0] + [OBJECT_WEIGHT] * (len(classes) - 1), device=device)
     bf16 = use_bf16(rec, device)
     net, part = distributed.wrap(model), (distributed.rank(), distributed.world())
 
-    photos = _weak_photos(rec, store, device)
+    photos = _labelled_photos(rec, store, device)
     gen = torch.Generator(device="cpu").manual_seed(rec.seed + 1)  # the same draws in every process
 
     def batch_loss(idx: torch.Tensor, progress: float) -> torch.Tensor:
@@ -238,8 +238,8 @@ def train(dataset: str | Path, rec: SegRecipe, log: bool = True) -> SegResult:
                      model=final, sample=sample)
 
 
-def _weak_photos(rec: SegRecipe, store: tuple[int, int],
-                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _labelled_photos(rec: SegRecipe, store: tuple[int, int],
+                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``rec.photos`` as (uint8 images, mask class indices) on the device, or None."""
     if not rec.photos:
         return None
