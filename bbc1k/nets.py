@@ -105,17 +105,24 @@ class UNet(nn.Module):
     names the picture's class. The output is still one logit per class:
     each object class's logit is the object logit plus the head's
     log-probability of that class. So the mask's object pixels all carry the
-    picture's class, and a photo's class label trains the head directly."""
+    picture's class, and a photo's class label trains the head directly.
 
-    def __init__(self, n_classes: int, width: int = 16, image_head: bool = False):
+    With ``half_res``, the decoder stops one stage early, at half the input's
+    resolution, and its logits are upsampled (bilinear): the full-resolution
+    stage holds most of the decoder's multiply-adds, and an object's outline
+    loses little at half resolution."""
+
+    def __init__(self, n_classes: int, width: int = 16, image_head: bool = False, half_res: bool = False):
         super().__init__()
         w = width
         self.down = nn.ModuleList([conv_bn(3, w), conv_bn(w, 2 * w), conv_bn(2 * w, 4 * w)])
         self.middle = nn.Sequential(conv_bn(4 * w, 8 * w), conv_bn(8 * w, 8 * w))
-        self.up = nn.ModuleList([conv_bn(12 * w, 4 * w), conv_bn(6 * w, 2 * w), conv_bn(3 * w, w)])
+        stages = [conv_bn(12 * w, 4 * w), conv_bn(6 * w, 2 * w), conv_bn(3 * w, w)]
+        self.up = nn.ModuleList(stages[:2] if half_res else stages)
         self.pool = nn.MaxPool2d(2)
         self.upsample = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
-        self.out = nn.Conv2d(w, 2 if image_head else n_classes, 1)
+        self.half_res = half_res
+        self.out = nn.Conv2d(2 * w if half_res else w, 2 if image_head else n_classes, 1)
         # One more stage down, with a residual block, before pooling: ResNet9's ending.
         self.head = nn.Sequential(nn.MaxPool2d(2), Residual(8 * w), nn.AdaptiveMaxPool2d(1), nn.Flatten(),
                                   nn.Linear(8 * w, n_classes - 1, bias=False), Scale(0.125)) if image_head else None
@@ -133,9 +140,11 @@ class UNet(nn.Module):
         deepest = x = self.middle(x)
         if masked is not None:
             x, skips = x[:masked], [s[:masked] for s in skips]
-        for block, skip in zip(self.up, reversed(skips)):
+        for block, skip in zip(self.up, reversed(skips)):  # half_res: the first skip goes unused
             x = block(torch.cat([self.upsample(x), skip], 1))
         logits = self.out(x)
+        if self.half_res:
+            logits = self.upsample(logits)
         if self.head is None:
             return logits
         named = self.head(deepest)

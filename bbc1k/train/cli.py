@@ -224,6 +224,9 @@ def segmenter_main(argv: Sequence[str] | None = None, prog: str | None = None) -
                          "each must show its class)")
     ap.add_argument("--no-image-head", action="store_true",
                     help="the mask's pixels name their own classes, without the head that names the picture's")
+    ap.add_argument("--full-res", action="store_true",
+                    help="decode the mask at full resolution (default: the decoder stops at half resolution and "
+                         "its logits are upsampled, which leaves the time budget more epochs)")
     ap.add_argument("--detector", default=None, metavar="NAME",
                     help="also write OUT/NAME.onnx: a detector whose box is the tight box of the main object's "
                          "predicted pixels")
@@ -239,7 +242,8 @@ def segmenter_main(argv: Sequence[str] | None = None, prog: str | None = None) -
     rec = segmenter.SegRecipe(size=tuple(args.size), width=args.width, epochs=args.epochs,
                               batch_size=args.batch_size, seed=args.seed, valid_frac=args.valid_frac,
                               split_seed=args.split_seed, time_budget=args.time_budget, precision=args.precision,
-                              photos=args.photos, whiten=not args.no_whiten, image_head=not args.no_image_head)
+                              photos=args.photos, whiten=not args.no_whiten, image_head=not args.no_image_head,
+                              half_res=not args.full_res)
     start = time.perf_counter()
     try:
         result = segmenter.train(args.data_dir, rec)

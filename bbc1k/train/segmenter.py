@@ -91,10 +91,11 @@ class SegRecipe:
     precision: str = "auto"
     photos: str | None = None          # a folder of class subfolders (brick/, ball/, cylinder/): real photos
                                        # with a class label only, for the image head (or a weak target without it)
-    photo_share: float = 1.0           # photos per step, as a share of the batch of masked images
+    photo_share: float = 2.0           # photos per step, as a share of the batch of masked images
     photo_weight: float = 0.5          # weight of the photos' loss
     whiten: bool = True                # the first convolution starts as a whitening of the images' 3x3 patches
     image_head: bool = True            # the picture's class from a head of its own (UNet's ``image_head``)
+    half_res: bool = True              # the decoder stops at half resolution (UNet's ``half_res``)
     augment: Augment = field(default_factory=lambda: Augment(min_scale=0.5))
 
 
@@ -176,7 +177,7 @@ def train(dataset: str | Path, rec: SegRecipe, log: bool = True) -> SegResult:
 
     classes = list(MASK_CLASSES)
     norm = Normalise.photos(device)
-    model = UNet(len(classes), rec.width, rec.image_head)
+    model = UNet(len(classes), rec.width, rec.image_head, rec.half_res)
     if rec.whiten:  # before DDP wraps the model: every process computes it from the same images
         whiten_first_conv(model.down[0][0], norm(x_train[:WHITEN_IMAGES].float() / 255), rec.seed)
     model = model.to(device).to(memory_format=torch.channels_last)

@@ -46,6 +46,19 @@ def test_unet_with_an_image_head_gives_every_object_pixel_the_picture_s_class() 
     assert net.head[-2].weight.grad.abs().sum() > 0
 
 
+def test_unet_with_a_half_resolution_decoder_still_gives_full_size_masks() -> None:
+    torch.manual_seed(0)
+    full, half = nets.UNet(4, width=4), nets.UNet(4, width=4, half_res=True)
+    x = torch.rand(2, 3, 16, 24)
+    assert half(x).shape == full(x).shape == (2, 4, 16, 24)
+    assert len(half.up) == len(full.up) - 1
+    assert sum(p.numel() for p in half.parameters()) < sum(p.numel() for p in full.parameters())
+    # With the image head, photos are still only encoded, and the masks are full size.
+    headed = nets.UNet(4, width=4, image_head=True, half_res=True).eval()
+    masks, named = headed(torch.rand(3, 3, 16, 24), masked=2)
+    assert masks.shape == (2, 4, 16, 24) and named.shape == (3, 3)
+
+
 class Columns(nn.Module):
     """Mask 'logits' that are the input's first channel: what a pixel sees, where it is."""
 

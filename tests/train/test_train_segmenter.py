@@ -156,13 +156,13 @@ def test_real_photos_with_class_labels_train_the_segmenter_too(synthetic_dataset
                           "--width", "4", "--batch-size", "4", "--photos", str(class_folders)])
     assert code == 0
     facts = read_onnx_meta(str(tmp_path / "bbc-segmenter.onnx")).extra
-    assert facts["photos"] == str(class_folders) and facts["image_head"] and facts["whiten"]
+    assert facts["photos"] == str(class_folders) and facts["image_head"] and facts["whiten"] and facts["half_res"]
     # Without the image head the photos train the mask through the weak-label loss instead.
     assert segmenter_main([str(synthetic_dataset), "--out", str(tmp_path), "--epochs", "1", "--size", "32", "48",
                            "--width", "4", "--batch-size", "4", "--photos", str(class_folders), "--no-image-head",
-                           "--no-whiten", "--name", "plain"]) == 0
+                           "--no-whiten", "--full-res", "--name", "plain"]) == 0
     facts = read_onnx_meta(str(tmp_path / "plain.onnx")).extra
-    assert not facts["image_head"] and not facts["whiten"]
+    assert not facts["image_head"] and not facts["whiten"] and not facts["half_res"]
     photo = next((class_folders / "ball").iterdir())
     for folder in ("cat", "dog"):  # classes no mask can show
         (tmp_path / "odd" / folder).mkdir(parents=True)
