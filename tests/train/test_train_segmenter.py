@@ -157,12 +157,14 @@ def test_real_photos_with_class_labels_train_the_segmenter_too(synthetic_dataset
     assert code == 0
     facts = read_onnx_meta(str(tmp_path / "bbc-segmenter.onnx")).extra
     assert facts["photos"] == str(class_folders) and facts["image_head"] and facts["whiten"] and facts["half_res"]
+    assert facts["photo_share"] == 2.0
     # Without the image head the photos train the mask through the weak-label loss instead.
     assert segmenter_main([str(synthetic_dataset), "--out", str(tmp_path), "--epochs", "1", "--size", "32", "48",
                            "--width", "4", "--batch-size", "4", "--photos", str(class_folders), "--no-image-head",
                            "--no-whiten", "--full-res", "--name", "plain"]) == 0
     facts = read_onnx_meta(str(tmp_path / "plain.onnx")).extra
     assert not facts["image_head"] and not facts["whiten"] and not facts["half_res"]
+    assert facts["photo_share"] == 0.5  # the photos go through the decoder too: fewer per step
     photo = next((class_folders / "ball").iterdir())
     for folder in ("cat", "dog"):  # classes no mask can show
         (tmp_path / "odd" / folder).mkdir(parents=True)
