@@ -80,8 +80,7 @@ def parse_args() -> argparse.Namespace:
                          "and the main job's. At 256 192, four times cheaper, they are noisier pixel for pixel: "
                          "a median high-pass of 1.75 grey levels, against 1.0 at 512 384 and 0.75 in the photos)")
     ap.add_argument("--epochs", type=int, default=40,
-                    help="epochs of the schedule (default 40: about what 240 s of training held on this "
-                         "2-core machine)")
+                    help="epochs of the schedule (default 40: three to five minutes of training on 2 cores)")
     ap.add_argument("--time-budget", type=float, default=0.0, metavar="SECONDS",
                     help="fit the schedule into this many seconds instead (default 0: the epochs decide, so a "
                          "slower or busier machine gives the same figure; 240 s held 31 to 58 epochs here, "
