@@ -146,16 +146,16 @@ def main() -> None:
     print(load_note())
     torch.set_num_threads(args.threads)  # the recipe uses at most this many
     classes, paths, labels = find_images(photos)
+    try:  # the generator draws exactly these classes: refuse others before any run is spent
+        check_classes(photos, classes, list(layout.OBJECT_CLASSES), "the synthetic classes")
+    except DatasetError as e:
+        raise SystemExit(str(e)) from None
     device = pick_device()
     norm = Normalise.photos(device)
     x = load_images(paths, tuple(args.size)).to(device)
     accs, always_wrong = [], np.ones(len(labels), bool)
     for seed in range(args.seed, args.seed + args.seeds):
         result = train_on_synthetic(args, seed, norm)
-        try:
-            check_classes(photos, classes, result.classes, "the synthetic classes")
-        except DatasetError as e:
-            raise SystemExit(str(e)) from None
         # Report in the photo folders' class order, mapping the model's indices by name.
         to_photo = np.array([classes.index(c) if c in classes else -1 for c in result.classes])
         pred = to_photo[predict(result.model, x, norm)]
