@@ -56,7 +56,11 @@ def evidence_cells(model: nn.Module, x_uint8: torch.Tensor, norm: Normalise, ans
     score. A :class:`FlipAverage` is explained through both of its halves (the mirrored
     half's map mirrored back)."""
     net = model.net if isinstance(model, FlipAverage) else model
-    pool = [m for m in net.modules() if isinstance(m, nn.AdaptiveMaxPool2d)][-1]
+    pools = [m for m in net.modules() if isinstance(m, nn.AdaptiveMaxPool2d)]
+    if not pools:
+        raise ValueError(f"{type(net).__name__} has no global max-pool: evidence_cells explains networks "
+                         "that end in one (like ResNet9)")
+    pool = pools[-1]
     feats: list[torch.Tensor] = []
     hook = pool.register_forward_hook(lambda _module, inputs, _out: feats.append(inputs[0]))
     x = norm(x_uint8.float() / 255)
