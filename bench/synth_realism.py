@@ -47,9 +47,11 @@ def predict(model: nn.Module, x_uint8: torch.Tensor, norm: Normalise, batch_size
     return np.concatenate(out)
 
 
-def evidence_cells(model: nn.Module, x_uint8: torch.Tensor, norm: Normalise, answer: np.ndarray) -> np.ndarray:
-    """Where in each picture the model found its answer: per image, ``(row, col, rows, cols)`` of
-    the cell of its last feature map that gave the most to the ``answer`` class's score.
+def evidence_cells(model: nn.Module, x_uint8: torch.Tensor, norm: Normalise,
+                   answer: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """Where in each picture the model found its answer: per image, ``(row, col)`` of the cell
+    of its last feature map (a grid of ``(rows, cols)``, returned second) that gave the most to
+    the ``answer`` class's score (the model's class indices).
 
     The cell's share is gradient times activation at the input of the global max-pool,
     which for a max-pool followed by a linear layer is exactly what that cell adds to the
@@ -77,7 +79,7 @@ def evidence_cells(model: nn.Module, x_uint8: torch.Tensor, norm: Normalise, ans
         hook.remove()
     rows, cols = total.shape[1:]
     cell = total.flatten(1).argmax(1).numpy()
-    return np.stack([cell // cols, cell % cols, np.full_like(cell, rows), np.full_like(cell, cols)], axis=1)
+    return np.stack([cell // cols, cell % cols], axis=1), (rows, cols)
 
 
 def report(name: str, classes: list[str], y: np.ndarray, pred: np.ndarray) -> float:
@@ -192,7 +194,8 @@ def main() -> None:
         result = train_on_synthetic(args, seed, norm)
         # Report in the photo folders' class order, mapping the model's indices by name.
         to_photo = np.array([classes.index(c) if c in classes else -1 for c in result.classes])
-        pred = to_photo[predict(result.model, x, norm)]
+        answer = predict(result.model, x, norm)  # the model's class indices
+        pred = to_photo[answer]
         accs.append(report(f"real photos (seed {seed})" if args.seeds > 1 else "real photos", classes, labels, pred))
         always_wrong &= pred != labels
     if args.seeds > 1:
@@ -204,10 +207,9 @@ def main() -> None:
         wrong = np.flatnonzero(always_wrong)
         wrong = wrong[np.linspace(0, len(wrong) - 1, min(len(wrong), ERROR_TILES)).round().astype(int)]
         # The last run's model, its answer and where it found it.
-        cells = evidence_cells(result.model, x[wrong], norm, np.array([result.classes.index(classes[pred[i]])
-                                                                        for i in wrong]))
+        cells, grid = evidence_cells(result.model, x[wrong], norm, answer[wrong])
         error_sheet([(paths[i], classes[labels[i]], classes[pred[i]], cell) for i, cell in zip(wrong, cells)],
-                    int(always_wrong.sum()), args.errors)
+                    grid, int(always_wrong.sum()), args.errors)
     print(load_note())
 
 
@@ -215,7 +217,8 @@ ERROR_TILES = 96
 """At most this many wrong photos are drawn (evenly spaced among them)."""
 
 
-def error_sheet(errors: list[tuple[Path, str, str, np.ndarray]], n_wrong: int, out: Path, columns: int = 8) -> None:
+def error_sheet(errors: list[tuple[Path, str, str, np.ndarray]], grid: tuple[int, int], n_wrong: int, out: Path,
+                columns: int = 8) -> None:
     """The photos the synthetic-only model got wrong, captioned "truth -> answer", each with a
     red box on the cell where the model found its answer (:func:`evidence_cells`): what to
     look at next to the generator's pictures. (In one run, judged against a segmenter's
@@ -224,11 +227,11 @@ def error_sheet(errors: list[tuple[Path, str, str, np.ndarray]], n_wrong: int, o
     from PIL import Image, ImageDraw
 
     tw, th = 160, 120
+    cw, ch = tw / grid[1], th / grid[0]
     tiles = []
-    for path, truth, answer, (row, col, rows, cols) in errors:
+    for path, truth, answer, (row, col) in errors:
         tiles.append(Image.open(path).convert("RGB").resize((tw, th)))
         draw = ImageDraw.Draw(tiles[-1])
-        cw, ch = tw / cols, th / rows
         draw.rectangle((col * cw, row * ch, (col + 1) * cw - 1, (row + 1) * ch - 1), outline=(255, 40, 40), width=2)
         draw.text((3, 2), f"{truth} -> {answer}", fill=(255, 255, 0))
     save_contact_sheet(tiles, out, columns)
