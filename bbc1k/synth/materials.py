@@ -1,15 +1,17 @@
 """Surface materials of the synthetic objects: procedural albedo textures.
 
 The real objects are a paving brick (red clay or grey/tan concrete, porous and
-speckled) and a papier-mache ball and cylinder (tan, mottled, matte). Textures
-live on the object (triplanar lookup by world position), so pits and blotches
-stay put on a face and shrink with perspective like real ones.
+speckled), a papier-mache ball (tan, matte, with the creases of its pasted
+strips) and a round card box (tan, smooth). Textures live on the object
+(triplanar lookup by world position), so pits, blotches and creases stay put on
+a face and shrink with perspective like real ones.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from bbc1k.synth.noise import blur_map, fractal_noise
 
@@ -59,6 +61,26 @@ def _texture(rng: np.random.Generator, base: np.ndarray, mottle: float, mottle_c
     return np.clip(tex, 0.02, 1.0).astype(np.float32)
 
 
+def _creases(rng: np.random.Generator, tex: np.ndarray) -> np.ndarray:
+    """Thin light and dark lines: the edges and creases of papier-mache strips.
+
+    With blotches and pits instead, balls looked like the moon, and the photos'
+    balls (smooth, creased) read as bricks.
+    """
+    lines = Image.new("F", (TEX, TEX), 0.0)
+    draw = ImageDraw.Draw(lines)
+    for _ in range(int(rng.integers(15, 45))):
+        p = rng.uniform(0, TEX, 2)
+        pts = [tuple(p)]
+        a = rng.uniform(0, 2 * np.pi)
+        for _ in range(int(rng.integers(2, 6))):
+            a += rng.normal(0, 0.5)
+            p = p + rng.uniform(4, 14) * np.array([np.cos(a), np.sin(a)])
+            pts.append(tuple(p))
+        draw.line(pts, fill=float(rng.choice([-1.0, 1.0]) * rng.uniform(0.06, 0.16)), width=1)
+    return np.clip(tex * (1 + np.asarray(lines, np.float32))[..., None], 0.02, 1.0).astype(np.float32)
+
+
 def _jitter(rng: np.random.Generator, rgb: tuple[float, float, float], spread: float) -> np.ndarray:
     c = np.array(rgb, np.float32) / 255
     return np.clip(c * rng.uniform(1 - spread, 1 + spread) * rng.uniform(0.94, 1.06, 3), 0, 1).astype(np.float32)
@@ -101,18 +123,18 @@ def brick_material(rng: np.random.Generator, extent: float) -> Material:
 
 
 def paper_material(rng: np.random.Generator, extent: float, seam_height: float | None = None) -> Material:
-    """The papier-mache ball (mottled) or, with ``seam_height``, the round card
-    box of the cylinder: smooth, with its lid's seam."""
+    """The papier-mache ball (smooth, creased) or, with ``seam_height``, the round
+    card box of the cylinder: smooth, with its lid's seam."""
     name, rgb = _pick(rng, PAPER_COLOURS)
     base = _jitter(rng, rgb, 0.12)
-    smooth = seam_height is not None
     tex = _texture(
         rng, base,
-        mottle=rng.uniform(0.01, 0.03) if smooth else rng.uniform(0.03, 0.09), mottle_cell=rng.uniform(5, 20),
-        speckle=rng.uniform(0.005, 0.015) if smooth else rng.uniform(0.01, 0.04),
-        pits=0.0 if smooth else rng.uniform(0.0, 0.01), pit_depth=rng.uniform(0.05, 0.2),
-        flecks=0.0, tint=rng.uniform(0.0, 0.03),
+        mottle=rng.uniform(0.01, 0.03), mottle_cell=rng.uniform(5, 20),
+        speckle=rng.uniform(0.005, 0.015), pits=0.0, pit_depth=0.0,
+        flecks=0.0, tint=rng.uniform(0.0, 0.02),
     )
+    if seam_height is None:  # the ball
+        tex = _creases(rng, tex)
     band = None
     if seam_height is not None and rng.random() < 0.6:
         z = seam_height * rng.uniform(0.7, 0.9)
