@@ -41,6 +41,7 @@ class Settings:
     upload_timeout_s: float = 10.0
     header_timeout_s: float = 10.0
     shutdown_timeout_s: float = 5.0
+    drain_s: float = 0.0  # after SIGTERM, /readyz is 503 this long before the server stops taking requests
     load_timeout_s: float = 600.0
     max_upload_bytes: int = 10 * 1024 * 1024
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -100,6 +101,8 @@ NUMBERS = (
          "request line and headers before it is closed", "s", whole=False),
     _num("--shutdown-timeout", "SHUTDOWN_TIMEOUT", 5, 0, 60, "seconds requests in progress get to finish "
          "after SIGTERM (docker stop kills at 10)", "s", whole=False),
+    _num("--drain", "DRAIN", 0, 0, 60, "seconds after SIGTERM during which /readyz answers 503 and requests are "
+         "still served, so a load balancer takes this replica out first (behind HAProxy: 3)", "s", whole=False),
     _num("--load-timeout", "LOAD_TIMEOUT", 600, 1, 86400, "seconds fetching and loading the models may take "
          "before the server gives up (exit 1)", "s", whole=False),
     _num("--max-upload-mb", "MAX_UPLOAD_MB", 10, 0.01, 1024, "largest request body", "MB", whole=False),
@@ -230,6 +233,7 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         max_wait_ms=v["max_wait_ms"], max_queue=int(v["max_queue"]),
         request_timeout_s=v["request_timeout"], upload_timeout_s=v["upload_timeout"],
         header_timeout_s=v["header_timeout"], shutdown_timeout_s=v["shutdown_timeout"],
+        drain_s=v["drain"],
         load_timeout_s=v["load_timeout"], max_upload_bytes=int(v["max_upload_mb"] * 1024 * 1024),
         max_pixels=int(v["max_pixels"]), threads=int(v["threads"]) or None, log_level=log_level,
     )

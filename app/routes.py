@@ -43,6 +43,8 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     svc: Service = request.app.state.svc
+    if svc.draining:
+        return JSONResponse({"ready": False, "error": "shutting down"}, status_code=503)
     if svc.ready:
         return JSONResponse({"ready": True, "tasks": svc.tasks()})
     return JSONResponse({"ready": False, "error": svc.failure or "loading models"}, status_code=503,

@@ -37,6 +37,7 @@ def serve(settings: Settings) -> int:
     svc.start_loading()  # ONNX Runtime loads the models while the web server is imported and started
     import uvicorn
 
+    from app.draining import DrainingServer
     from app.protocol import configure
 
     # Pillow refuses (DecompressionBombError) above twice this; decode_image refuses above it.
@@ -47,7 +48,7 @@ def serve(settings: Settings) -> int:
                             http=configure(settings.header_timeout_s),
                             # docker stop kills after 10 s: requests in progress get this long, then go
                             timeout_graceful_shutdown=settings.shutdown_timeout_s)
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, svc, settings.drain_s)
 
     def stop() -> None:
         server.should_exit = True

@@ -57,6 +57,7 @@ class Service:
         self.models: dict[str, ServedModel] = {}
         self.batchers: dict[str, MicroBatcher] = {}
         self.ready = False
+        self.draining = False  # stopping: /readyz is 503 so that a load balancer sends nothing more
         self.failure: str | None = None
         self.in_progress = 0
         self.on_fatal = lambda: None  # set by app.server.serve(): stops the server

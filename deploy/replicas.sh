@@ -9,7 +9,9 @@
 # ("5001 5002"), each with $THREADS ONNX Runtime threads (default: this
 # machine's CPUs shared between them). HAProxy starts once every replica's
 # /readyz is 200; until then, and whenever a replica is down, it sends it
-# nothing. Ctrl-C or SIGTERM stops everything (the replicas finish the
+# nothing. A replica sent SIGTERM answers 503 on /readyz for $DRAIN seconds (3)
+# while it still serves, so HAProxy takes it out before it closes its
+# connections. Ctrl-C or SIGTERM stops everything (the replicas finish the
 # requests they hold); if any process dies, the others are stopped and the
 # exit status is 1. Needs haproxy (Debian: apt-get install haproxy).
 set -euo pipefail
@@ -25,6 +27,7 @@ if [ "${#PORTS[@]}" -ne 2 ]; then
   exit 2
 fi
 THREADS="${THREADS:-$(( $(nproc) / 2 > 0 ? $(nproc) / 2 : 1 ))}"
+DRAIN="${DRAIN:-3}"  # > HAProxy's time to mark a replica down (fall 2: 1 s + 0.5 s)
 READY_TIMEOUT="${READY_TIMEOUT:-300}"
 PATH="$PATH:/usr/sbin:/usr/local/sbin"  # where Debian puts haproxy; not on every user's PATH
 command -v haproxy >/dev/null || { echo "replicas.sh: haproxy is not installed (apt-get install haproxy)" >&2; exit 2; }
@@ -39,7 +42,7 @@ trap 'stop; exit 0' INT TERM
 trap stop EXIT
 
 for port in "${PORTS[@]}"; do
-  THREADS="$THREADS" "$PY" -m app serve --host 127.0.0.1 --port "$port" "$@" &
+  THREADS="$THREADS" DRAIN="$DRAIN" "$PY" -m app serve --host 127.0.0.1 --port "$port" "$@" &
   pids+=($!)
 done
 
