@@ -38,6 +38,14 @@ def load_note() -> str:
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
 
 
+def spread(values: list[float], fmt: str = ".1%") -> str:
+    """``mean M, min A, max B`` of repeated runs, in one wording for every benchmark."""
+    import statistics
+
+    return (f"mean {statistics.mean(values):{fmt}}, min {min(values):{fmt}}, "
+            f"max {max(values):{fmt}}")
+
+
 def save_contact_sheet(tiles: list, out: Path, columns: int = 8) -> None:
     """Save equal-sized PIL images (``tiles``) as one grid picture at ``out``,
     ``columns`` wide: photos to look at side by side."""

@@ -20,7 +20,6 @@ times mean little: compare them only within one run.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 from bbc1k.train.classifier import Recipe, train
 from bbc1k.train.data import find_images, stratified_split
 from bbc1k.train.device import limit_cpu_threads, pick_device
-from bench.common import add_photos_arg, load_note, photos_dir
+from bench.common import add_photos_arg, load_note, photos_dir, spread
 
 
 def run_recipe(data_dir: Path, seed: int, split_seed: int, epochs: int | None,
@@ -93,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             for s in args.seeds]
     if len(rows) > 1:
         accs = [r["acc"] for r in rows]
-        print(f"recipe over {len(rows)} seeds: accuracy mean {statistics.mean(accs):.1%}, "
-              f"min {min(accs):.1%}, max {max(accs):.1%}")
+        print(f"recipe over {len(rows)} seeds: accuracy {spread(accs)}")
     if not args.skip_anchor:
         rows.append(run_anchor(data_dir, args.split_seed, args.anchor_epochs))
 

@@ -28,7 +28,6 @@ import ast
 import dataclasses
 from dataclasses import replace
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ import torch.nn.functional as F
 from bbc1k.train.classifier import Recipe, test_size, train
 from bbc1k.train.data import find_images, load_images, split_indices
 from bbc1k.train.schedule import Normalise
-from bench.common import add_photos_arg, load_note, photos_dir
+from bench.common import add_photos_arg, load_note, photos_dir, spread
 
 
 def valid_photos(data_dir: Path, recipe: Recipe, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,11 +137,10 @@ def main(argv: list[str] | None = None) -> int:
                                     "acc_scaled": {str(s): v[-1] for s, v in scaled.items()},
                                     "epochs": result.epochs_run, "train_s": result.train_seconds,
                                     "wall_s": wall, "load": load_note()}) + "\n")
-    print(f"\n{len(accs)} folds: mean {statistics.mean(accs):.1%}, min {min(accs):.1%}, max {max(accs):.1%} "
-          f"(changes: {changes or 'none'}); {load_note()}")
-    print(f"with {args.shift_crops} shifted crops too: mean {statistics.mean(shifted):.1%}, min {min(shifted):.1%}")
+    print(f"\n{len(accs)} folds: {spread(accs)} (changes: {changes or 'none'}); {load_note()}")
+    print(f"with {args.shift_crops} shifted crops too: {spread(shifted)}")
     for s, v in scaled.items():
-        print(f"at {s}x the input size: mean {statistics.mean(v):.1%}, min {min(v):.1%}")
+        print(f"at {s}x the input size: {spread(v)}")
     return 0
 
 

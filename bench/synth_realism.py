@@ -35,7 +35,7 @@ from bbc1k.train.classifier import Recipe, Result, evaluate, train
 from bbc1k.train.data import find_images, load_images, stratified_split
 from bbc1k.train.device import pick_device
 from bbc1k.train.schedule import Normalise
-from bench.common import add_photos_arg, load_note, photos_dir, save_contact_sheet
+from bench.common import add_photos_arg, load_note, photos_dir, save_contact_sheet, spread
 
 
 def predict(model: nn.Module, x_uint8: torch.Tensor, norm: Normalise, batch_size: int = 128) -> np.ndarray:
@@ -199,8 +199,8 @@ def main() -> None:
         accs.append(report(f"real photos (seed {seed})" if args.seeds > 1 else "real photos", classes, labels, pred))
         always_wrong &= pred != labels
     if args.seeds > 1:
-        print(f"real photos over {args.seeds} seeds: mean accuracy {np.mean(accs):.1%} "
-              f"(min {min(accs):.1%}, max {max(accs):.1%}; each: {', '.join(f'{a:.1%}' for a in accs)})")
+        print(f"real photos over {args.seeds} seeds: accuracy {spread(accs)} "
+              f"(each: {', '.join(f'{a:.1%}' for a in accs)})")
     if args.errors and not always_wrong.any():
         print(f"no photo was wrong in every run: {args.errors} not drawn")
     elif args.errors:
