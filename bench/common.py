@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 from pathlib import Path
 
 PHOTOS_ENV = "BBC1K_PHOTOS"
@@ -40,8 +41,6 @@ def load_note() -> str:
 
 def spread(values: list[float], fmt: str = ".1%") -> str:
     """``mean M, min A, max B`` of repeated runs, in one wording for every benchmark."""
-    import statistics
-
     return (f"mean {statistics.mean(values):{fmt}}, min {min(values):{fmt}}, "
             f"max {max(values):{fmt}}")
 
