@@ -41,7 +41,10 @@ def wood(rng: np.random.Generator, w: int, h: int, dark: bool = False) -> np.nda
     if rng.random() < 0.6:
         rings = np.square(rings)
     fibres = _streaks(rng, w, h, rng.uniform(20, 80), rng.uniform(1, 2.5))
-    lum = 1 - np.float32(rng.uniform(0.03, 0.12)) * rings + np.float32(rng.uniform(0.015, 0.04)) * fibres
+    # Faint rings on plywood: the photos' light desks read as nearly plain at the network's
+    # scale, where deeper rings looked like ripples.
+    ring_depth = rng.uniform(0.03, 0.12) if dark else rng.uniform(0.01, 0.05)
+    lum = 1 - np.float32(ring_depth) * rings + np.float32(rng.uniform(0.015, 0.04)) * fibres
     lum += np.float32(rng.uniform(0.02, 0.06)) * smooth_noise(rng, w, h, rng.uniform(80, 200))
     if dark or rng.random() < 0.2:
         plank = rng.uniform(50, 160)

@@ -1,6 +1,6 @@
 """Desk clutter around the object: magazines, pen pots, mugs, tape, scissors, plants,
-cables, keyboards and plain shapes, plus the things that may hide part of it
-(leaves, cables, pens, fingers).
+cables, keyboards and plain shapes, with grain and blotches on some of them, plus
+the things that may hide part of it (leaves, cables, pens, fingers).
 
 Items are drawn with Pillow into a colour layer and a coverage layer, so the
 scene can cast their soft shadows and, for occluders, remove exactly the
@@ -13,6 +13,8 @@ import string
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from bbc1k.synth.noise import fractal_noise, smooth_noise
 
 Colour = tuple[int, int, int]
 
@@ -80,6 +82,12 @@ class Layer:
     def paste(self, pic: Image.Image, cov: Image.Image, xy: tuple[int, int]) -> None:
         self.colour.paste(pic, xy, cov)
         self.alpha.paste(255, xy, cov)
+
+    def multiply(self, factor: np.ndarray) -> None:
+        """Scale the colours by ``factor`` (H x W): a texture over what is drawn so far."""
+        colour = np.asarray(self.colour, np.float32) * factor[..., None]
+        self.colour = Image.fromarray(np.clip(colour, 0, 255).astype(np.uint8), "RGB")
+        self.draw = ImageDraw.Draw(self.colour)
 
 
 @functools.lru_cache(maxsize=32)
@@ -297,7 +305,17 @@ def clutter(rng: np.random.Generator, w: int, h: int, busy: float) -> Layer:
     for _ in range(int(round(busy * rng.uniform(4, 14)))):
         item = ITEMS[names[int(rng.choice(len(names), p=p / p.sum()))]][0]
         item(layer, rng, rng.uniform(-0.1, 1.1) * w, rng.uniform(-0.1, 1.1) * h, scale)
+    layer.multiply(_grain(rng, w, h))
     return layer
+
+
+def _grain(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+    """Grain and blotches in patches, for the clutter: real things are seldom flat colour,
+    and while only the object had texture, a photo's textured clutter read as "brick"."""
+    patchy = np.clip(smooth_noise(rng, w, h, 0.25 * w) + rng.uniform(-0.3, 0.5), 0, 1)
+    amp = rng.uniform(0.03, 0.18) * patchy
+    tex = 0.7 * rng.standard_normal((h, w), dtype=np.float32) + 0.5 * fractal_noise(rng, w, h, rng.uniform(2, 8))
+    return 1 + amp * tex
 
 
 def occluders(rng: np.random.Generator, w: int, h: int, box: tuple[float, float, float, float]) -> Layer:

@@ -113,9 +113,11 @@ def brick_material(rng: np.random.Generator, extent: float) -> Material:
     concrete = name != "red clay"
     tex = _texture(
         rng, base,
-        mottle=rng.uniform(0.05, 0.14), mottle_cell=rng.uniform(6, 20),
+        # Faint blotches and shallow pores under the grain: at the network's scale the
+        # photos' bricks are finely speckled, nearly even; deeper ones looked mottled.
+        mottle=rng.uniform(0.02, 0.06), mottle_cell=rng.uniform(6, 20),
         speckle=rng.uniform(0.05, 0.14) if concrete else rng.uniform(0.03, 0.08),
-        pits=rng.uniform(0.01, 0.06), pit_depth=rng.uniform(0.25, 0.55),
+        pits=rng.uniform(0.01, 0.06), pit_depth=rng.uniform(0.15, 0.35),
         flecks=rng.uniform(0.01, 0.06) if concrete else rng.uniform(0.0, 0.015),
         tint=rng.uniform(0.0, 0.05),
     )
