@@ -12,7 +12,9 @@ synthetic too, so the run first shows that the model FITS the synthetic data
 photos (``--photos`` or ``$BBC1K_PHOTOS``: ball/, brick/, cylinder/
 subfolders, used only for testing) say how realistic the pictures are, rather than how little the
 model learnt. Prints that accuracy next to chance (always answering the
-largest class) and a confusion table. CPU, two threads: about six minutes a run.
+largest class) and a confusion table, then the accuracy with noise of +-4 grey
+levels on the photos: how much the model leans on fine detail (a model that
+reads fine detail as "brick" falls there). CPU, two threads: about six minutes a run.
 """
 from __future__ import annotations
 
@@ -45,6 +47,18 @@ def predict(model: nn.Module, x_uint8: torch.Tensor, norm: Normalise, batch_size
         for i in range(0, len(x_uint8), batch_size):
             out.append(model(norm(x_uint8[i:i + batch_size].float() / 255)).argmax(1).cpu().numpy())
     return np.concatenate(out)
+
+
+NOISE_LEVELS = 4
+"""Noise (+- grey levels) the photos are scored with again: invisible at a glance, yet it
+took the synthetic-only model from 81% to 46% (seed 0), calling nearly all of them "brick"."""
+
+
+def with_noise(x_uint8: torch.Tensor, levels: int, seed: int = 0) -> torch.Tensor:
+    """The images plus uniform noise of +-``levels`` grey levels, alike on the three channels (seeded)."""
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randint(-levels, levels + 1, (x_uint8.shape[0], 1, *x_uint8.shape[2:]), generator=g)
+    return (x_uint8.cpu().short() + noise).clamp(0, 255).to(torch.uint8).to(x_uint8.device)
 
 
 def evidence_cells(model: nn.Module, x_uint8: torch.Tensor, norm: Normalise,
@@ -198,6 +212,9 @@ def main() -> None:
         pred = to_photo[answer]
         accs.append(report(f"real photos (seed {seed})" if args.seeds > 1 else "real photos", classes, labels, pred))
         always_wrong &= pred != labels
+        shaken = to_photo[predict(result.model, with_noise(x, NOISE_LEVELS), norm)]
+        print(f"  with noise of +-{NOISE_LEVELS} grey levels on the photos (how much it leans on fine detail): "
+              f"accuracy {np.mean(shaken == labels):.1%}, called brick {np.mean(shaken == classes.index('brick')):.0%}")
     if args.seeds > 1:
         print(f"real photos over {args.seeds} seeds: accuracy {spread(accs)} "
               f"(each: {', '.join(f'{a:.1%}' for a in accs)})")
