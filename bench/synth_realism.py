@@ -203,6 +203,7 @@ def main() -> None:
     device = pick_device()
     norm = Normalise.photos(device)
     x = load_images(paths, tuple(args.size)).to(device)
+    x_noisy = with_noise(x, NOISE_LEVELS)  # the same noise for every run
     accs, always_wrong = [], np.ones(len(labels), bool)
     for seed in range(args.seed, args.seed + args.seeds):
         result = train_on_synthetic(args, seed, norm)
@@ -212,7 +213,7 @@ def main() -> None:
         pred = to_photo[answer]
         accs.append(report(f"real photos (seed {seed})" if args.seeds > 1 else "real photos", classes, labels, pred))
         always_wrong &= pred != labels
-        shaken = to_photo[predict(result.model, with_noise(x, NOISE_LEVELS), norm)]
+        shaken = to_photo[predict(result.model, x_noisy, norm)]
         print(f"  with noise of +-{NOISE_LEVELS} grey levels on the photos (how much it leans on fine detail): "
               f"accuracy {np.mean(shaken == labels):.1%}, called brick {np.mean(shaken == classes.index('brick')):.0%}")
     if args.seeds > 1:
