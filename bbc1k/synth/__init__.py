@@ -13,12 +13,12 @@ byte-identical files whatever the number of worker processes.
 Modules, from the dataset down (imports point down only):
 
 * ``dataset``: ``generate``, ``render_sample``, ``sample_label``: samples and files;
-* ``scene``: one picture: surface, clutter, the object and its shadow, occluders;
+* ``scene``: one picture: surface, clutter, the object and its shadow, occluders (or a hand);
 * ``raycast``: the pinhole camera, the light, and ray casting of the object and its shadow;
 * ``shapes``: the object's geometry (box, sphere, cylinder) and ray intersection;
 * ``materials``: the object's procedural surface textures;
-* ``backgrounds``: tabletops and floors, walls behind them;
-* ``clutter``: desk items around the object and things that hide part of it;
+* ``backgrounds``: tabletops and floors, walls behind them, rooms behind a held object;
+* ``clutter``: desk items around the object, things that hide part of it, a hand;
 * ``photo``: what the phone adds: light falloff, white balance, blur, sensor noise;
 * ``noise``: cheap procedural noise and blur maps shared by the above.
 """

@@ -1,4 +1,5 @@
-"""Surfaces the object stands on: wood, carpet, rugs, counters, printed pages.
+"""Surfaces the object stands on: wood, carpet, rugs, counters, printed pages; and the
+room behind an object held up in the air.
 
 A surface is drawn flat, then tilted away from the camera with a perspective
 warp, and sometimes topped by a wall or window behind the table edge, as in
@@ -9,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from bbc1k.synth.noise import fractal_noise, pixel_grid, resize_map, smooth_noise
+from bbc1k.synth.noise import blur_rgb, fractal_noise, pixel_grid, resize_map, smooth_noise
 
 
 def _rgb(rng: np.random.Generator, rgb: tuple[int, int, int], spread: float = 0.12) -> np.ndarray:
@@ -164,3 +165,23 @@ def backdrop(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     lip = np.abs(yy - (edge + slope * (xx - w / 2))) < rng.uniform(1, 4)
     out = np.where(above[..., None], wall, img)
     return np.where(lip[..., None], out * 0.6, out).astype(np.float32)
+
+
+def room(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+    """Behind an object held up in the air: a window (sky, trees, its frame) or a wall with a
+    door or shelf, out of focus, as the phone focused on the object."""
+    xx, yy = pixel_grid(w, h)
+    if rng.random() < 0.55:
+        img = _rgb(rng, (228, 234, 238), 0.08) * np.ones((h, w, 1), np.float32)
+        trees = np.clip(0.6 * fractal_noise(rng, w, h, rng.uniform(40, 120)) + rng.uniform(0.0, 0.7), 0, 1)
+        img = img * (1 - trees[..., None]) + _rgb(rng, (95, 110, 75), 0.3) * trees[..., None]
+        frame = _rgb(rng, ((240, 240, 236), (60, 50, 45), (150, 150, 150))[rng.integers(3)], 0.1)
+    else:
+        img = _rgb(rng, ((225, 222, 215), (200, 205, 210), (215, 200, 175))[rng.integers(3)], 0.12)
+        img = img * (0.85 + 0.25 * (xx / w if rng.random() < 0.5 else yy / h))[..., None]
+        frame = _rgb(rng, ((245, 245, 240), (120, 90, 60), (70, 70, 75))[rng.integers(3)], 0.1)
+    for _ in range(int(rng.integers(1, 4))):
+        at, width = rng.uniform(0, 1), rng.uniform(0.015, 0.06)
+        bar = np.abs(xx / w - at) < width / 2 if rng.random() < 0.6 else np.abs(yy / h - at) < width / 2
+        img = np.where(bar[..., None], frame, img)
+    return blur_rgb(np.clip(img, 0, 1).astype(np.float32), rng.uniform(2, 6) * w / 512)

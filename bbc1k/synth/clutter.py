@@ -1,6 +1,7 @@
 """Desk clutter around the object: magazines, pen pots, mugs, tape, scissors, plants,
 cables, keyboards and plain shapes, with grain and blotches on some of them, plus
-the things that may hide part of it (leaves, cables, pens, fingers).
+the things that may hide part of it (leaves, cables, pens, fingers) and the hand
+that holds it up.
 
 Items are drawn with Pillow into a colour layer and a coverage layer, so the
 scene can cast their soft shadows and, for occluders, remove exactly the
@@ -349,3 +350,28 @@ def occluders(rng: np.random.Generator, w: int, h: int, box: tuple[float, float,
         pts = _curve(rng, mid - d, mid + d, 0.1 * size) if kind == 2 else [tuple(mid - d * 0.5), tuple(mid + d * 0.5)]
         layer.line(pts, colour, max(2, size * rng.uniform(0.03, 0.08)))
     return layer
+
+
+def hand(rng: np.random.Generator, w: int, h: int, box: tuple[float, float, float, float]) -> tuple[Layer, Layer]:
+    """A hand holding the object up: the palm and arm behind it, and the fingers and thumb
+    over its lower edge (two layers: drawn before the object and after it)."""
+    behind, front = Layer(w, h), Layer(w, h)
+    x0, y0, x1, y1 = box
+    size = max(x1 - x0, y1 - y0)
+    c = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
+    a = np.pi / 2 + rng.uniform(-0.9, 0.9)  # the arm comes from below
+    down = np.array([np.cos(a), np.sin(a)])
+    side = np.array([-down[1], down[0]])
+    skin = _shade(_c(rng, SKIN, 12), rng.uniform(0.55, 0.95))  # often against the light
+    palm = c + 0.5 * size * down
+    behind.ellipse((palm[0] - 0.6 * size, palm[1] - 0.5 * size, palm[0] + 0.6 * size, palm[1] + 0.5 * size), fill=skin)
+    behind.line([tuple(palm), tuple(palm + 3 * max(w, h) * down)], skin, 0.8 * size)
+    width = size * rng.uniform(0.11, 0.15)
+    for k in np.linspace(-1, 1, int(rng.integers(3, 5))):  # side by side, curled up over the lower edge
+        base = c + down * 0.62 * size + side * k * 0.3 * size
+        tip = c + down * rng.uniform(0.1, 0.3) * size + side * k * 0.33 * size
+        front.line([tuple(base), tuple(tip)], _shade(skin, rng.uniform(1.0, 1.15)), width)
+    s = rng.choice([-1.0, 1.0])  # the thumb, up one side
+    front.line(_curve(rng, palm + s * 0.35 * size * side, c + s * 0.5 * size * side - 0.1 * size * down, 0.05 * size, 8),
+               _shade(skin, 0.95), size * 0.13)
+    return behind, front

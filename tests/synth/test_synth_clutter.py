@@ -1,9 +1,10 @@
-"""bbc1k.synth.clutter: the things around the object are drawn with texture, not flat colour."""
+"""bbc1k.synth.clutter: the things around the object are drawn with texture, not flat colour; a hand
+holds the object from below."""
 from __future__ import annotations
 
 import numpy as np
 
-from bbc1k.synth.clutter import Layer, clutter
+from bbc1k.synth.clutter import Layer, clutter, hand
 
 
 def test_multiply_scales_the_colours_and_keeps_the_coverage() -> None:
@@ -32,3 +33,14 @@ def test_clutter_items_have_grain() -> None:
         differ = np.abs(colour[:, 1:] - colour[:, :-1]).sum(axis=-1) > 0
         shares.append(differ[both].mean())
     assert np.median(shares) > 0.55, shares
+
+
+def test_a_hand_holds_the_object_from_below() -> None:
+    x0, y0, x1, y1 = 100, 60, 160, 120  # the object's box on the screen
+    for seed in range(8):
+        palm, fingers = hand(np.random.default_rng(seed), 256, 192, (x0, y0, x1, y1))
+        over = np.asarray(fingers.alpha)[y0:y1, x0:x1] >= 128
+        assert over[45:].any(), seed  # the fingers curl over its lower edge...
+        assert not over[:15, 20:40].any(), seed  # ...and leave the middle of its top alone
+        rows, _ = np.nonzero(np.asarray(palm.alpha) >= 128)
+        assert np.median(rows) > (y0 + y1) / 2, seed  # the palm and the arm are below it
