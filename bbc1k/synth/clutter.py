@@ -372,6 +372,6 @@ def hand(rng: np.random.Generator, w: int, h: int, box: tuple[float, float, floa
         tip = c + down * rng.uniform(0.1, 0.3) * size + side * k * 0.33 * size
         front.line([tuple(base), tuple(tip)], _shade(skin, rng.uniform(1.0, 1.15)), width)
     s = rng.choice([-1.0, 1.0])  # the thumb, up one side
-    front.line(_curve(rng, palm + s * 0.35 * size * side, c + s * 0.5 * size * side - 0.1 * size * down, 0.05 * size, 8),
-               _shade(skin, 0.95), size * 0.13)
+    thumb = _curve(rng, palm + s * 0.35 * size * side, c + s * 0.5 * size * side - 0.1 * size * down, 0.05 * size, 8)
+    front.line(thumb, _shade(skin, 0.95), size * 0.13)
     return behind, front

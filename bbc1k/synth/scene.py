@@ -22,12 +22,12 @@ from bbc1k.synth.shapes import Shape
 # larger bricks, with overlap.
 SIZE_RANGE = {"ball": (0.07, 0.25), "cylinder": (0.1, 0.33), "brick": (0.15, 0.5)}
 MIN_VISIBLE = 0.55  # an occluder may hide at most this much less than all of the object
-# The room's light (ranges of ``Light.ambient`` and ``Light.diffuse``): mostly diffuse, as in
-# the photos. Across the middle of a ball (three quarters of its radius) the darkest pixels
-# are 0.67 to 0.86 of the brightest in close-ups of the photos' balls, and 0.71 in the
-# pictures' median, where they were 0.59 with a stronger lamp (diffuse 0.25 to 0.5) and a darker
-# underside; then the photos' balls were called "brick" or "cylinder" nearly twice as
-# often (61 times against 34, seed 0 of bench.synth_realism).
+# The room's light (ranges of ``Light.ambient`` and ``Light.diffuse``): mostly diffuse, as
+# in the photos. Across the middle of a ball (three quarters of its radius) the darkest
+# pixels are 0.67 to 0.86 of the brightest in close-ups of the photos' balls, and 0.71 in
+# the pictures' median. They were 0.59 with a stronger lamp (diffuse 0.25 to 0.5) and a
+# darker underside, and the photos' balls were called "brick" or "cylinder" nearly twice
+# as often (61 times against 34, seed 0 of bench.synth_realism).
 AMBIENT = (0.6, 0.85)
 DIFFUSE = (0.1, 0.35)
 
@@ -105,7 +105,7 @@ def render_scene(rng: np.random.Generator, label: str, size: tuple[int, int]) ->
     img = surface(rng, w, h, squeeze)
     if rng.random() < 0.3:
         img = backdrop(rng, img)
-    if held:
+    if held:  # the table above is drawn all the same, so that the stream below is too
         img = room(held_rng, w, h)
         elevation = float(np.deg2rad(held_rng.uniform(0, 35)))
 
