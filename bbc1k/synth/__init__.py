@@ -13,7 +13,7 @@ byte-identical files whatever the number of worker processes.
 Modules, from the dataset down (imports point down only):
 
 * ``dataset``: ``generate``, ``render_sample``, ``sample_label``: samples and files;
-* ``scene``: one picture: surface, clutter, the object and its shadow, occluders (or a hand);
+* ``scene``: one picture: surface, clutter (muted), the object and its shadow, occluders (or a hand);
 * ``raycast``: the pinhole camera, the light, and ray casting of the object and its shadow;
 * ``shapes``: the object's geometry (box, sphere, cylinder) and ray intersection;
 * ``materials``: the object's procedural surface textures;

@@ -1,5 +1,6 @@
 """One synthetic photo: a surface, clutter, the object with its shadow, occluders, the camera;
-now and then the object held up in a hand against a window or a wall instead.
+now and then the object held up in a hand against a window or a wall instead. The room
+behind the object is muted, as the photos' are; the object keeps its colours.
 
 ``render_scene`` returns the picture and the exact mask of the object's
 visible pixels: those where the ray-cast object covers at least half of the
@@ -30,6 +31,11 @@ MIN_VISIBLE = 0.55  # an occluder may hide at most this much less than all of th
 # as often (61 times against 34, seed 0 of bench.synth_realism).
 AMBIENT = (0.6, 0.85)
 DIFFUSE = (0.1, 0.35)
+# How much of its colour the room behind the object keeps (a range of factors on each
+# pixel's distance from its grey). The photos' rooms are muted: 6% of their pixels are
+# strongly coloured (HSV saturation over 0.5), against 20% in the pictures while the
+# clutter's colours and the surfaces were drawn at full strength; with these, 7.5%.
+BACKGROUND_SATURATION = (0.35, 0.7)
 
 
 def make_shape(rng: np.random.Generator, label: str) -> tuple[Shape, float]:
@@ -87,6 +93,12 @@ def _cast_shadows(rng: np.random.Generator, img: np.ndarray, layer: Layer, offse
     return img * (1 - strength * soft)[..., None]
 
 
+def _mute(img: np.ndarray, saturation: float) -> np.ndarray:
+    """``img`` with ``saturation`` of each pixel's colour left around its grey (the channels' mean)."""
+    grey = img.mean(axis=2, keepdims=True)
+    return grey + (img - grey) * np.float32(saturation)
+
+
 def _over(img: np.ndarray, layer: Layer) -> tuple[np.ndarray, np.ndarray]:
     cov = np.asarray(layer.alpha) >= 128
     colour = np.asarray(layer.colour, np.float32) / 255
@@ -100,6 +112,7 @@ def render_scene(rng: np.random.Generator, label: str, size: tuple[int, int]) ->
     # stream, so that the pictures on a table are the same with it or without it.
     held_rng = rng.spawn(1)[0]
     held = held_rng.random() < 0.1
+    muted_rng = rng.spawn(1)[0]  # likewise: the shapes and places below stay the same
     elevation = float(np.deg2rad(rng.uniform(25, 88)))  # down to the table, at times from straight above
     squeeze = 1 + 1.8 * np.cos(elevation) ** 2 * rng.uniform(0.6, 1.1)
     img = surface(rng, w, h, squeeze)
@@ -131,6 +144,7 @@ def render_scene(rng: np.random.Generator, label: str, size: tuple[int, int]) ->
     if rng.random() < 0.15:  # shallow depth of field: the background is softer than the object
         img = blur_rgb(img, float(rng.uniform(0.8, 2.5)) * w / 512)  # blur radii are for 512-wide pictures
 
+    img = _mute(img, muted_rng.uniform(*BACKGROUND_SATURATION))
     dark, (sx0, sy0, sx1, sy1) = render_shadow(shape, cam, light, size, softness=rng.uniform(0.04, 0.25))
     if held:
         palm, fingers = hand(held_rng, w, h, screen_box(shape, cam))
