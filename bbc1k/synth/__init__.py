@@ -19,7 +19,7 @@ Modules, from the dataset down (imports point down only):
 * ``materials``: the object's procedural surface textures;
 * ``backgrounds``: tabletops and floors, walls behind them, rooms behind a held object;
 * ``clutter``: desk items around the object, things that hide part of it, a hand;
-* ``photo``: what the phone adds: light falloff, white balance, blur, sensor noise;
+* ``photo``: what the phone adds: light falloff, white balance, metered exposure, blur, sensor noise;
 * ``noise``: cheap procedural noise and blur maps shared by the above.
 """
 from __future__ import annotations
