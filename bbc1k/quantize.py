@@ -1,6 +1,6 @@
 """int8 copies of exported models, with ONNX Runtime's quantisation tools.
 
-Static quantisation (QDQ, per-channel int8 weights, uint8 activations): the
+Static quantisation (QDQ, per-channel int8 weights in 7 bits, uint8 activations): the
 activation ranges are calibrated on images prepared exactly as the app
 prepares requests (:mod:`bbc1k.serving`): training photos when the caller has
 them, else synthetic bbc1k photos. :func:`write_int8_copy` writes
@@ -101,12 +101,16 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike, calibration: Sequen
     with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
         pre, out = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         q.shape_inference.quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        # 7-bit weights (reduce_range): on CPUs without VNNI (AVX2 only, as on many cloud
+        # hosts) the uint8 x int8 products saturate their 16-bit sums, and full-range copies
+        # agreed with float32 on 67% of the photos there (100% with 7 bits).
         q.quantize_static(str(pre), str(out), _Reader(meta, samples), quant_format=q.QuantFormat.QDQ,
-                          per_channel=True, activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8)
+                          per_channel=True, reduce_range=True,
+                          activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8)
         proto = onnx.load(str(out))
         described = ModelMeta.from_json(meta.to_json())
         described.extra = {**meta.extra, INT8_KEY: {
-            "format": "static QDQ, per-channel int8 weights, uint8 activations",
+            "format": "static QDQ, per-channel int8 weights (7-bit range), uint8 activations",
             "source_sha256": sha256_of(src), "calibration_images": len(samples),
             "calibration": "synthetic bbc1k photos" if calibration is None else "training images",
             **(facts or {})}}
