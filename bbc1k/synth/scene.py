@@ -99,10 +99,17 @@ def _mute(img: np.ndarray, saturation: float) -> np.ndarray:
     return grey + (img - grey) * np.float32(saturation)
 
 
-def _over(img: np.ndarray, layer: Layer) -> tuple[np.ndarray, np.ndarray]:
+def _over(img: np.ndarray, layer: Layer) -> np.ndarray:
     cov = np.asarray(layer.alpha) >= 128
     colour = np.asarray(layer.colour, np.float32) / 255
-    return np.where(cov[..., None], colour, img), cov
+    return np.where(cov[..., None], colour, img)
+
+
+def _left_visible(visible: np.ndarray, layer: Layer) -> np.ndarray | None:
+    """The object's pixels still visible with ``layer`` in front of it, or None when less
+    than ``MIN_VISIBLE`` of them would be (the layer is then left out)."""
+    left = visible & ~(np.asarray(layer.alpha) >= 128)
+    return left if left.sum() >= MIN_VISIBLE * visible.sum() else None
 
 
 def render_scene(rng: np.random.Generator, label: str, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -140,7 +147,7 @@ def render_scene(rng: np.random.Generator, label: str, size: tuple[int, int]) ->
     if busy > 0 and not held:
         layer = clutter(rng, w, h, busy)
         img = _cast_shadows(rng, img, layer, offset, rng.uniform(0.15, 0.4))
-        img, _ = _over(img, layer)
+        img = _over(img, layer)
     if rng.random() < 0.15:  # shallow depth of field: the background is softer than the object
         img = blur_rgb(img, float(rng.uniform(0.8, 2.5)) * w / 512)  # blur radii are for 512-wide pictures
 
@@ -148,7 +155,7 @@ def render_scene(rng: np.random.Generator, label: str, size: tuple[int, int]) ->
     dark, (sx0, sy0, sx1, sy1) = render_shadow(shape, cam, light, size, softness=rng.uniform(0.04, 0.25))
     if held:
         palm, fingers = hand(held_rng, w, h, screen_box(shape, cam))
-        img, _ = _over(img, palm)
+        img = _over(img, palm)
     elif dark.size:
         img[sy0:sy1, sx0:sx1] *= (1 - rng.uniform(0.3, 0.7) * dark)[..., None]
 
@@ -163,17 +170,14 @@ def render_scene(rng: np.random.Generator, label: str, size: tuple[int, int]) ->
         raise RuntimeError("the object fell outside the picture")
 
     if held:
-        covered = np.asarray(fingers.alpha) >= 128
-        if (visible & ~covered).sum() >= MIN_VISIBLE * visible.sum():
-            img, _ = _over(img, fingers)
-            visible = visible & ~covered
+        left = _left_visible(visible, fingers)
+        if left is not None:
+            img, visible = _over(img, fingers), left
     elif rng.random() < 0.22:
         occ = occluders(rng, w, h, screen_box(shape, cam))
-        covered = np.asarray(occ.alpha) >= 128
-        left = visible & ~covered
-        if left.sum() >= MIN_VISIBLE * visible.sum():
+        left = _left_visible(visible, occ)
+        if left is not None:
             img = _cast_shadows(rng, img, occ, offset, rng.uniform(0.2, 0.4))
-            img, _ = _over(img, occ)
-            visible = left
+            img, visible = _over(img, occ), left
 
     return sensor(rng, develop(rng, img)), visible
