@@ -106,7 +106,10 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike, calibration: Sequen
         # agreed with float32 on 67% of the photos there (100% with 7 bits).
         q.quantize_static(str(pre), str(out), _Reader(meta, samples), quant_format=q.QuantFormat.QDQ,
                           per_channel=True, reduce_range=True,
-                          activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8)
+                          activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
+                          # A BatchNorm after a max-pool stays in the graph (nothing folds it into the
+                          # convolution); its per-channel scale is a vector, its channels on axis 0.
+                          extra_options={"QDQOpTypePerChannelSupportToAxis": {"BatchNormalization": 0}})
         proto = onnx.load(str(out))
         described = ModelMeta.from_json(meta.to_json())
         described.extra = {**meta.extra, INT8_KEY: {

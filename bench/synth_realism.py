@@ -139,7 +139,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--size", type=int, nargs=2, default=(96, 128), metavar=("H", "W"),
                     help="network input (default 96 128, the recipe's: at 48 64 the model fitted only "
                          "81%% of the synthetic validation pictures, so the figure measured the model)")
-    ap.add_argument("--width", type=int, default=24, help="channels of the first stage (default 24, the recipe's)")
+    ap.add_argument("--width", type=int, default=24,
+                    help="channels of the first stage (default 24, the width the README's realism figures were "
+                         "taken at; the recipe's is 16)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--seed", type=int, default=0, help="synthetic dataset seed (and training seed) of the first run")
     ap.add_argument("--seeds", type=int, default=1, metavar="K",

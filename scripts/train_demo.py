@@ -16,7 +16,9 @@ IoU of 0.13). Offline, the demo models come from the from-scratch recipes:
 - the segmenter, and a detector that boxes its mask, from
   ``python -m bbc1k train segmenter`` on the synthetic images' masks, with
   the photos of ``real-photos/train`` teaching its image head the classes
-  (bbc1k.train.segmenter).
+  (bbc1k.train.segmenter); the exported segmenter's mask is named by the
+  classifier just trained (``--classifier``), so the app's classification
+  and mask agree.
 
 Last, every served model is measured on ``real-photos/held-out``: real
 photos no model here trained on.
@@ -54,16 +56,20 @@ SERVED = ["bbc-classifier", "bbc-detector", "bbc-segmenter"]
 # from train/; every demo model is measured on held-out/.
 REAL_TRAIN, REAL_HELD_OUT = ROOT / "real-photos" / "train", ROOT / "real-photos" / "held-out"
 
-# Offline (no ImageNet weights): (models, the recipe of `bbc1k train`, its
-# arguments, whether it reads the real photos rather than the synthetic
-# dataset, the seconds of training its schedule fills). The classifier gets
-# close to the 270 s its recipe is cross-validated with (bench.recipe_cv),
-# within a main job of under 10 minutes: at 150 s, two main-job runs scored
-# 85.8% and 93.3% on the held-out photos.
+# Offline (no ImageNet weights): (the files it writes in models/, the recipe
+# of `bbc1k train`, its arguments, whether it reads the real photos rather
+# than the synthetic dataset, the seconds of training its schedule fills).
+# The classifier gets close to the 270 s its recipe is cross-validated with
+# (bench.recipe_cv), within a main job of under 10 minutes: at 150 s, two
+# main-job runs scored 85.8% and 93.3% on the held-out photos. Its PyTorch
+# weights (.pt) name the segmenter's mask, so it trains first.
+CLASSIFIER_WEIGHTS = ROOT / COMMON["OUT_DIR"] / "bbc-classifier.pt"
 OFFLINE = [
-    (["bbc-classifier"], "classifier", ["--name", "bbc-classifier", "--valid-frac", "0"], True, 240),
-    (["bbc-segmenter", "bbc-detector"], "segmenter",
-     ["--name", "bbc-segmenter", "--detector", "bbc-detector", "--photos", str(REAL_TRAIN)], False, 150),
+    (["bbc-classifier.onnx", CLASSIFIER_WEIGHTS.name], "classifier",
+     ["--name", "bbc-classifier", "--valid-frac", "0"], True, 240),
+    (["bbc-segmenter.onnx", "bbc-detector.onnx"], "segmenter",
+     ["--name", "bbc-segmenter", "--detector", "bbc-detector", "--photos", str(REAL_TRAIN),
+      "--classifier", str(CLASSIFIER_WEIGHTS)], False, 150),
 ]
 
 
@@ -117,17 +123,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"==> {', '.join(p.name for p in served)}: present, skipped (--retrain trains them again)")
         return 0
     if pretrained_available(COMMON["ARCH"]):
-        jobs = [(names, f"{notebook}: training, executed copy in runs/{notebook}",
+        jobs = [([f"{n}.onnx" for n in names], f"{notebook}: training, executed copy in runs/{notebook}",
                  lambda nb=notebook, own=own: run_lesson(nb, {**COMMON, **own, "PRETRAINED": True}, runs))
                 for notebook, names, own in LESSONS]
     else:
-        jobs = [(names, f"{', '.join(names)}: offline, so `bbc1k train {recipe}` trains from random "
+        jobs = [(files, f"{', '.join(files)}: offline, so `bbc1k train {recipe}` trains from random "
                         f"weights ({seconds} s of training)",
                  lambda recipe=recipe, extra=extra, real=real, seconds=seconds:
                      train_offline(recipe, extra, real, seconds, models))
-                for names, recipe, extra, real, seconds in OFFLINE]
-    for names, what, job in jobs:
-        wanted = [models / f"{n}.onnx" for n in names]
+                for files, recipe, extra, real, seconds in OFFLINE]
+    for files, what, job in jobs:
+        wanted = [models / f for f in files]
         if not args.retrain and all(p.exists() for p in wanted):
             print(f"==> {', '.join(p.name for p in wanted)}: present, skipped")
             continue

@@ -15,6 +15,7 @@ Modules, in the order they build on each other:
   (DistributedDataParallel; NCCL on GPUs, gloo on CPUs);
 - ``schedule``: the one-cycle learning rate, the optimiser and the training loop;
 - ``classifier``: ResNet-9 on class folders, exported with mirror averaging;
+- ``checkpoint``: the classifier's PyTorch weights beside its ONNX, rebuilt on loading;
 - ``segmenter``: a small U-Net on masks, and a detector that boxes its mask;
 - ``cli``: the command lines (``scripts/train_*_from_scratch.py`` are thin
   wrappers over them);

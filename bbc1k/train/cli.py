@@ -5,6 +5,7 @@
         [--synthetic N] [--ensemble K] [--fold K --folds 5]
     python -m bbc1k train segmenter DATASET_DIR --out models/ [--name bbc-segmenter]
         [--time-budget 150 | --epochs 60] [--size 96 128] [--width 16] [--detector NAME] [--photos DIR]
+        [--classifier models/bbc-classifier.pt]
 
 ``scripts/train_from_scratch.py`` and ``scripts/train_segmenter_from_scratch.py``
 run :func:`classifier_main` and :func:`segmenter_main` with the same options.
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bbc1k.folders import check_classes
-from bbc1k.train import classifier, distributed, segmenter
+from bbc1k.train import checkpoint, classifier, distributed, segmenter
 from bbc1k.train.data import DatasetError, find_images, split_indices, stratified_split
 
 
@@ -167,11 +168,13 @@ def classifier_main(argv: Sequence[str] | None = None, prog: str | None = None) 
         if not distributed.is_main():
             return 0
         path = classifier.export(result, recipe, args.out, args.name)
+        weights = checkpoint.save(result, recipe, checkpoint.weights_path(path))
         acc = (f"{result.valid_acc:.1%}" if result.valid_acc is not None
                else f"skipped (--valid-frac 0: trained on all {result.n_train} photos)")
         print(f"device {result.device}: {result.epochs_run} epochs in {result.train_seconds:.1f} s "
               f"({result.images_per_second:.0f} img/s), photos loaded in {result.load_seconds:.1f} s")
-        print(f"validation accuracy {acc}; total {time.perf_counter() - start:.1f} s; wrote {path}")
+        print(f"validation accuracy {acc}; total {time.perf_counter() - start:.1f} s; wrote {path} "
+              f"(and its PyTorch weights, {weights.name})")
         print(_classifier_int8_copy(path, args.data_dir, recipe).line())
         if args.holdout:
             hold_acc, n = classifier.onnx_accuracy(path, args.holdout)
@@ -222,6 +225,10 @@ def segmenter_main(argv: Sequence[str] | None = None, prog: str | None = None) -
                     help="also learn from real photos with class labels only (DIR/brick/, DIR/ball/, "
                          "DIR/cylinder/): they teach the image head the classes (without it, the mask of "
                          "each must show its class)")
+    ap.add_argument("--classifier", default=None, metavar="WEIGHTS",
+                    help="name the mask's object with this classifier (the NAME.pt `bbc1k train classifier` "
+                         "writes beside NAME.onnx) instead of the image head, which still trains; the exported "
+                         "segmenter holds both networks (the detector keeps the head)")
     ap.add_argument("--no-image-head", action="store_true",
                     help="the mask's pixels name their own classes, without the head that names the picture's")
     ap.add_argument("--full-res", action="store_true",
@@ -237,13 +244,15 @@ def segmenter_main(argv: Sequence[str] | None = None, prog: str | None = None) -
         ap.error("--epochs and --width must be positive, --batch-size at least 2")
     if not _valid_frac_ok(args.valid_frac):
         ap.error(f"--valid-frac must be in [0, 1), got {args.valid_frac}")
+    if args.classifier and args.no_image_head:
+        ap.error("--classifier names the object the image head would name: it needs the head (drop --no-image-head)")
     if _uneven_batch(args.batch_size):
         raise SystemExit(_error(_uneven_batch(args.batch_size)))
     rec = segmenter.SegRecipe(size=tuple(args.size), width=args.width, epochs=args.epochs,
                               batch_size=args.batch_size, seed=args.seed, valid_frac=args.valid_frac,
                               split_seed=args.split_seed, time_budget=args.time_budget, precision=args.precision,
                               photos=args.photos, whiten=not args.no_whiten, image_head=not args.no_image_head,
-                              half_res=not args.full_res)
+                              half_res=not args.full_res, classifier=args.classifier)
     start = time.perf_counter()
     try:
         result = segmenter.train(args.data_dir, rec)

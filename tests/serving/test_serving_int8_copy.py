@@ -3,6 +3,7 @@ calibrated on training images and kept only when it scores within half a point
 of the float32 model on the validation set, with both figures in its description."""
 from __future__ import annotations
 
+import logging
 import shutil
 
 import numpy as np
@@ -123,6 +124,26 @@ def test_weights_use_seven_bits_so_cpus_without_vnni_do_not_saturate(tiny_models
     weights = [numpy_helper.to_array(t) for t in onnx.load(str(out)).graph.initializer
                if t.data_type == onnx.TensorProto.INT8]
     assert weights and max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= 64
+
+
+def test_batchnorm_after_a_pool_is_quantized_per_channel_without_warnings(tmp_path, caplog):
+    # The recipe's ResNet-9 pools before BatchNorm, so its BatchNorms stay in the exported graph.
+    import onnx
+    import torch
+
+    from bbc1k.export import export_onnx
+    from bbc1k.modelmeta import ModelMeta
+    from bbc1k.nets import ResNet9
+
+    torch.manual_seed(0)
+    meta = ModelMeta(task="classify", name="pool-first", classes=["ball", "brick", "cylinder"], input_size=[24, 32],
+                     outputs=[{"name": "logits", "kind": "class_logits", "shape": ["N", 3]}])
+    src = export_onnx(ResNet9(3, width=4), meta, tmp_path / "r9.onnx", torch.rand(2, 3, 24, 32))
+    assert any(n.op_type == "BatchNormalization" for n in onnx.load(str(src)).graph.node)
+    with caplog.at_level(logging.WARNING):
+        out = quantize(src, tmp_path / "r9.int8.onnx")
+    assert not [r for r in caplog.records if "out-of-range" in r.getMessage()]
+    assert out.is_file()
 
 
 def test_a_recipes_split_of_a_dataset(model, synthetic_dataset):

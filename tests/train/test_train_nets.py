@@ -10,7 +10,8 @@ from torch import nn
 
 from bbc1k import nets
 
-CLASSES = ["ResNet9", "UNet", "Residual", "Scale", "FlipAverage", "MaskFlipAverage", "BoxFromMask"]
+CLASSES = ["ResNet9", "UNet", "Residual", "Scale", "FlipAverage", "MaskFlipAverage", "BoxFromMask",
+           "NamedByClassifier"]
 
 
 @pytest.mark.parametrize("name", CLASSES)
@@ -73,3 +74,46 @@ def test_mask_flip_average_mirrors_back_and_flip_average_does_not() -> None:
     assert torch.equal(nets.MaskFlipAverage(Columns())(x), x[:, :1])
     # the class-logit average does not: it mixes the picture with its mirror
     assert torch.equal(nets.FlipAverage(Columns())(x)[0, 0, 0], torch.tensor([0.5, 0.0, 0.0, 0.5]))
+
+
+class Says(nn.Module):
+    """A 'classifier' that gives every picture the same logits, and notes the input size it saw."""
+
+    def __init__(self, logits: list[float]):
+        super().__init__()
+        self.logits, self.seen = torch.tensor(logits), []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(tuple(x.shape[-2:]))
+        return self.logits.expand(len(x), -1)
+
+
+def test_pool_first_resnet9_pools_before_batchnorm() -> None:
+    # Pooling straight after the convolution: BatchNorm and ReLU see a quarter of the pixels.
+    stem = nets.ResNet9(3, width=4)[0]
+    assert [type(m) for m in stem] == [nn.Conv2d, nn.MaxPool2d, nn.BatchNorm2d, nn.ReLU]
+    assert [type(m) for m in nets.conv_bn(4, 4)] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
+
+
+def test_a_classifier_names_the_object_pixels_and_the_segmenter_says_where() -> None:
+    torch.manual_seed(0)
+    unet = nets.UNet(4, width=4, image_head=True).eval()
+    masks = nets.MaskFlipAverage(unet)
+    x = torch.rand(2, 3, 16, 24)
+    # The classifier's classes in its own order (ball, brick, cylinder), the mask's are (brick, ball, cylinder):
+    # it says cylinder, every object pixel is cylinder (3); background stays where the segmenter put it.
+    says = Says([0.0, -2.0, 5.0])
+    named = nets.NamedByClassifier(masks, says, order=[1, 0, 2], size=(12, 16)).eval()
+    with torch.no_grad():
+        out, own = named(x), masks(x)
+    assert out.shape == own.shape == (2, 4, 16, 24)
+    assert says.seen == [(12, 16)]  # the picture resized to the classifier's input, once
+    assert set(out.argmax(1).unique().tolist()) <= {0, 3}
+    assert torch.allclose(out[:, 0], own[:, 0])  # the background logit is the segmenter's own
+    # brick (classifier's -2), ball (0), cylinder (5): the object logits differ by the classifier's
+    assert torch.allclose(out[:, 2] - out[:, 1], torch.full_like(out[:, 1], 2.0), atol=1e-5)
+    assert torch.allclose(out[:, 3] - out[:, 1], torch.full_like(out[:, 1], 7.0), atol=1e-5)
+    # It says ball: the same pixels are now ball (2).
+    ball = nets.NamedByClassifier(masks, Says([5.0, -2.0, 0.0]), order=[1, 0, 2], size=(16, 24)).eval()
+    with torch.no_grad():
+        assert torch.equal(ball(x).argmax(1) == 2, out.argmax(1) == 3)
