@@ -156,8 +156,9 @@ class UNet(nn.Module):
             logits = self.upsample(logits)
         if self.head is None:
             return logits
-        named = self.head(deepest) if picture is None else None
+        named = None
         if picture is None:
+            named = self.head(deepest)
             picture = named[:logits.shape[0]].float().log_softmax(1)
         picture = picture.to(logits.dtype)
         fused = torch.cat([logits[:, :1], logits[:, 1:] + picture[:, :, None, None]], 1)

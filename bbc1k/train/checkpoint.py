@@ -54,7 +54,7 @@ def save(result: Result, recipe: Recipe, path: str | Path) -> Path:
     settings = {k: v for k, v in asdict(recipe).items() if k != "augment"}
     path = Path(path)
     torch.save({"format": FORMAT, "classes": list(result.classes), "recipe": settings,
-                "state_dict": {k: v.detach().float().cpu() for k, v in result.model.state_dict().items()}}, path)
+                "state_dict": {k: v.detach().cpu() for k, v in result.model.state_dict().items()}}, path)
     return path
 
 

@@ -37,8 +37,8 @@ head still trains, for it teaches the encoder what real objects look like,
 but a network trained on the photos for that alone names them better (a
 segmenter trained as the main job trains it, 150 s on an AVX2-only CPU: its
 masks named the class of 89.2% of the 120 held-out photos by the
-classifier, 86.7% by its head), and the app's classification and mask then agree. The detector
-keeps the head (its box needs only where the object is).
+classifier, 86.7% by its head), and the app's classification and mask then
+agree. The detector keeps the head (its box needs only where the object is).
 
 The first convolution starts as a whitening of the images' 3x3 patches
 (:func:`bbc1k.nets.whiten_first_conv`), as in the classifier.
