@@ -86,7 +86,7 @@ def pretrained_available(arch: str) -> bool:
 
 
 # The offline segmenter reads its synthetic images at 160 x 120: rendered at
-# half the lessons' 512 x 384, the set is made in about half the time (900
+# half the lessons' 512 x 384, the set is made in a third of the time (900
 # images: 23 s against 64 s on 2 cores, `python -m bench.synth_speed`).
 OFFLINE_IMAGE_SIZE = (256, 192)
 

@@ -113,6 +113,12 @@ def test_a_classifier_names_the_object_pixels_and_the_segmenter_says_where() -> 
     # brick (classifier's -2), ball (0), cylinder (5): the object logits differ by the classifier's
     assert torch.allclose(out[:, 2] - out[:, 1], torch.full_like(out[:, 1], 2.0), atol=1e-5)
     assert torch.allclose(out[:, 3] - out[:, 1], torch.full_like(out[:, 1], 7.0), atol=1e-5)
+    # Its top class carries the segmenter's own object logit: the mask reaches as far, however sure it is.
+    with torch.no_grad():
+        alone = masks(x, picture=torch.zeros(2, 3))[:, 1]
+        unsure = nets.NamedByClassifier(masks, Says([0.0, 0.0, 0.1]), order=[1, 0, 2], size=(12, 16)).eval()(x)
+    assert torch.allclose(out[:, 3], alone, atol=1e-5)
+    assert torch.equal(unsure.argmax(1) > 0, out.argmax(1) > 0) and (out.argmax(1) > 0).any()
     # It says ball: the same pixels are now ball (2).
     ball = nets.NamedByClassifier(masks, Says([5.0, -2.0, 0.0]), order=[1, 0, 2], size=(16, 24)).eval()
     with torch.no_grad():
