@@ -42,6 +42,7 @@ agreement with float32 is judged on: more than it is calibrated on, so one
 disagreement is not a whole point (on 64 images the half-point tolerance
 allowed none) and the judgement is not only on the images it was fitted to."""
 
+
 class QuantizeError(RuntimeError):
     pass
 
@@ -249,8 +250,8 @@ def write_int8_copy(onnx_path: str | os.PathLike, calibration: Sequence[Any] | N
     inputs; default synthetic photos), when its score on ``validation``
     (``(image, target)`` pairs, see :func:`_check_for`; default: agreement with
     the float32 model on up to :data:`AGREEMENT_IMAGES` of ``calibration``)
-    is at most ``tolerance`` below the float32 model's. An older copy is removed first, so a copy
-    beside a model is always made from it."""
+    is at most ``tolerance`` below the float32 model's. An older copy is
+    removed first, so a copy beside a model is always made from it."""
     import onnxruntime as ort
 
     src = Path(onnx_path)

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_venv requirements-dev.txt
+compile_venv
 ensure_chromium
 ensure_podman
 ensure_haproxy
