@@ -26,7 +26,7 @@ ensure_venv() {  # ensure_venv REQUIREMENTS_FILE...
   echo "$want $*" >"$stamp"
 }
 
-compile_venv() {  # byte-compile the environment once: the tests start a hundred Python processes, and
+compile_venv() {  # byte-compile the environment once: the tests start many Python processes, and
   # where PYTHONDONTWRITEBYTECODE is set each compiled what it imports again (CI: pytest 15.8 min, not 10.4)
   local stamp="$VENV/.bbc1k-compiled"
   if [ -f "$stamp" ] && [ "$stamp" -nt "$VENV/.bbc1k-requirements" ]; then
