@@ -231,8 +231,9 @@ class NamedByClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Always resized (exact at the same size), so the traced graph holds no test of the input's shape.
         seen = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
-        picture = self.classifier(seen).float().index_select(1, self.order).log_softmax(1)
-        picture = picture - picture.amax(1, keepdim=True)
+        logits = self.classifier(seen).float().index_select(1, self.order)
+        # its log-probabilities less their largest: the same as the logits less theirs
+        picture = logits - logits.amax(1, keepdim=True)
         return self.masks(x, picture=picture)
 
 

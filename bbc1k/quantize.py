@@ -259,11 +259,14 @@ def write_int8_copy(onnx_path: str | os.PathLike, calibration: Sequence[Any] | N
     dst.unlink(missing_ok=True)
     meta = read_onnx_meta(str(src))
     synthetic = calibration is None
-    calib = synthetic_inputs(meta, max_calibration) if synthetic else _spread(list(calibration), max_calibration)
+    items = None if synthetic else list(calibration)
+    calib = synthetic_inputs(meta, max_calibration) if synthetic else _spread(items, max_calibration)
     f32 = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
     agreement = not validation
-    judged = calib if synthetic else _spread(list(calibration), AGREEMENT_IMAGES)
-    chk = _agreement_check(meta, f32, judged) if agreement else _check_for(meta, validation)
+    if agreement:
+        chk = _agreement_check(meta, f32, calib if synthetic else _spread(items, AGREEMENT_IMAGES))
+    else:
+        chk = _check_for(meta, validation)
     s32 = chk.score(f32)
     with tempfile.TemporaryDirectory(dir=src.parent) as tmp:
         how = {"calibration": "synthetic bbc1k photos"} if synthetic else None
