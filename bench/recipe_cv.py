@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from bbc1k.train.augment import Augment
 from bbc1k.train.classifier import Recipe, test_size, train
 from bbc1k.train.data import find_images, load_images, split_indices
 from bbc1k.train.schedule import Normalise
@@ -80,17 +81,25 @@ def shifted_crops_accuracy(model: torch.nn.Module, data_dir: Path, recipe: Recip
 
 
 def parse_sets(pairs: list[str]) -> dict:
-    """``["name=value", ...]`` -> Recipe fields; a value is a Python literal or a plain word."""
+    """``["name=value", ...]`` -> Recipe fields; a value is a Python literal or a
+    plain word; ``augment.NAME=VALUE`` changes a field of the recipe's Augment."""
     names = {f.name for f in dataclasses.fields(Recipe)}
-    out = {}
+    names |= {f"augment.{f.name}" for f in dataclasses.fields(Augment)}
+    out, augment = {}, {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or name not in names:
             raise SystemExit(f"--set {pair}: expected NAME=VALUE with NAME one of {', '.join(sorted(names))}")
         try:
-            out[name] = ast.literal_eval(value)
+            value = ast.literal_eval(value)
         except (ValueError, SyntaxError):
+            pass
+        if name.startswith("augment."):
+            augment[name.removeprefix("augment.")] = value
+        else:
             out[name] = value
+    if augment:
+        out["augment"] = Augment(**augment)
     return out
 
 

@@ -44,17 +44,10 @@ import numpy as np
 from bbc1k.serving.runtime import cpu_count
 from bench import bench_models
 from bench.common import add_photos_arg, load_note, photos_dir
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

@@ -37,7 +37,8 @@ import httpx
 from bbc1k.serving.runtime import cpu_count
 from bench import bench_models
 from bench.common import load_note, photos_dir
-from bench.serve_bench import Server, add_serving_args, app_server, free_port, load, wait_for_quiet
+from bench.serve_bench import Server, add_serving_args, app_server, load, wait_for_quiet
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
