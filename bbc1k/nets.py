@@ -15,6 +15,8 @@ Training code only: this module imports torch.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -266,22 +268,53 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return inter / (area(a) + area(b) - inter)
 
 
+def main_blob(obj: torch.Tensor, score: torch.Tensor, cell: int = 4) -> torch.Tensor:
+    """The pixels of each N x H x W 0/1 mask ``obj`` that belong to the blob
+    holding its highest-``score`` pixel: a flood fill from that pixel over
+    ``obj`` seen in ``cell`` x ``cell`` cells (so pieces closer than a cell
+    join), as repeated 3x3 max-pooling, which traces into a graph. Pixels of
+    the class elsewhere in the picture (clutter the segmenter took for the
+    object) are dropped."""
+    h, w = obj.shape[1:]
+    cells = F.max_pool2d(obj[:, None], cell, ceil_mode=True)
+    top = torch.where(obj > 0, score, torch.full_like(score, -1.0))
+    reached = F.max_pool2d(((top == top.amax((1, 2), keepdim=True)).float() * obj)[:, None], cell, ceil_mode=True)
+    with warnings.catch_warnings():  # traced, the steps are fixed for the model's one input size, as meant
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        steps = max(cells.shape[2:])  # enough to cross the whole picture
+    for _ in range(steps):
+        reached = F.max_pool2d(reached, 3, stride=1, padding=1) * cells
+    return obj * F.interpolate(reached, scale_factor=cell, mode="nearest")[:, 0, :h, :w]
+
+
+def boxes_from_mask_logits(logits: torch.Tensor, blob: bool = True) -> torch.Tensor:
+    """The box of the picture's main object class (the one with the most
+    probability mass) in segmenter ``logits`` (N x classes x H x W, class 0
+    the background), as (x0, y0, x1, y1) in -1..1: the tight box of that
+    class's pixels, with ``blob`` of their :func:`main_blob` only. (The main
+    job's segmenter, 200 new synthetic pictures: mean IoU with the true box
+    0.34 for every pixel of the class, 0.51 for the blob; by eye on 64 real
+    photos, tight / loose / off the object 14 / 47 / 3 against 33 / 14 / 17.)"""
+    probs = torch.softmax(logits, 1)
+    main = probs[:, 1:].sum((2, 3)).argmax(1) + 1                       # N
+    obj = (logits.argmax(1) == main[:, None, None]).float()
+    if blob:
+        obj = main_blob(obj, probs.gather(1, main[:, None, None, None].expand(-1, 1, *probs.shape[2:]))[:, 0])
+    return tight_boxes(obj)
+
+
 class BoxFromMask(nn.Module):
-    """A detector made of a segmenter: the tight box of the pixels of the
-    picture's main object class (the one with the most probability mass),
-    as (x0, y0, x1, y1) in [-1, 1] of the input; the whole input when no
-    pixel is an object. The dataset's boxes are defined the same way, as the
-    tight box of the mask. Class 0 of the segmenter is the background."""
+    """A detector made of a segmenter: the box of the picture's main object
+    (:func:`boxes_from_mask_logits`), as (x0, y0, x1, y1) in [-1, 1] of the
+    input; the whole input when no pixel is an object. The dataset's boxes
+    are defined the same way, as the tight box of the mask."""
 
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.net(x)
-        mass = torch.softmax(logits, 1)[:, 1:].sum((2, 3))             # N x objects
-        main = mass.argmax(1) + 1                                        # N
-        return tight_boxes((logits.argmax(1) == main[:, None, None]).float())
+        return boxes_from_mask_logits(self.net(x))
 
 
 class SplitBoxLogits(nn.Module):

@@ -46,7 +46,8 @@ The first convolution starts as a whitening of the images' 3x3 patches
 The data is a bbc1k dataset (images/, masks/, classification_labels.csv; see
 README). The model is written in the bbc1k model format, task ``segment``,
 classes in mask order; :func:`export_detector` also writes a ``detect`` model
-whose box is the tight box of the main object's predicted pixels.
+whose box is the tight box of the main object's predicted pixels that
+make up one blob (:func:`bbc1k.nets.boxes_from_mask_logits`).
 """
 from __future__ import annotations
 
@@ -327,7 +328,7 @@ def export_detector(result: SegResult, rec: SegRecipe, out_dir: str | Path, name
                      input_size=[h, w], mean=list(PHOTO_MEAN), std=list(PHOTO_STD), resize="squish",
                      outputs=[OutputSpec("box", "box", ["N", 4], box_format="xyxy", box_range=[-1.0, 1.0])],
                      extra={"architecture": f"small U-Net (width={rec.width}); box: tight box of the main object's "
-                                            "predicted pixels", "pretrained": False,
+                                            "predicted pixels, its surest blob", "pretrained": False,
                             "box_iou": _measured(result.box_iou, result), "epochs_run": result.epochs_run,
                             "trainer": TRAINER})
     sample = result.sample if result.sample is not None else torch.rand(2, 3, h, w)

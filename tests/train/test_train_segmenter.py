@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from bbc1k.nets import BoxFromMask, box_iou, tight_boxes
+from bbc1k.nets import BoxFromMask, box_iou, boxes_from_mask_logits, main_blob, tight_boxes
 from bbc1k.train.augment import Augment, warp_pair
 from bbc1k.train.cli import segmenter_main
 
@@ -76,6 +76,48 @@ class Painted(nn.Module):
 def test_box_from_mask_boxes_the_main_object_class() -> None:
     boxes = BoxFromMask(Painted())(torch.zeros(2, 3, 8, 8))
     assert torch.allclose(boxes, torch.tensor([[-0.5, -0.5, 0.5, 0.5]] * 2))  # the stray pixel is left out
+
+
+def test_main_blob_keeps_the_piece_that_holds_the_surest_pixel() -> None:
+    obj, score = torch.zeros(2, 32, 32), torch.full((2, 32, 32), 0.6)
+    obj[:, 4:12, 4:12] = 1        # the object ...
+    obj[:, 4:12, 13:15] = 1       # ... a piece of it one pixel away (closer than a cell): joins
+    obj[:, 18:30, 18:30] = 1      # clutter, larger, the segmenter less sure of it
+    score[:, 18:30, 18:30] = 0.55
+    score[0, 6, 6] = score[1, 8, 9] = 0.9
+    kept = main_blob(obj, score)
+    expected = torch.zeros_like(obj)
+    expected[:, 4:12, 4:12] = expected[:, 4:12, 13:15] = 1
+    assert torch.equal(kept, expected)
+    score[1, 25, 25] = 0.95       # now the clutter holds the surest pixel
+    assert torch.equal(main_blob(obj, score)[1], obj[1] - expected[1])
+    assert torch.equal(main_blob(torch.zeros_like(obj), score), torch.zeros_like(obj))
+
+
+class Cluttered(nn.Module):
+    """Logits that say: ball (2) in a square, and again, less surely, in a far corner."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(x.shape[0], 4, 32, 32)
+        logits[:, 0] = 1.0
+        logits[:, 2, 8:16, 8:24] = 5.0
+        logits[:, 2, 28:32, 28:32] = 3.0
+        return logits
+
+
+def test_box_from_mask_leaves_out_far_pieces_of_the_main_class(tmp_path: Path) -> None:
+    """The box is the object's, not also the clutter's; so is the exported graph's."""
+    import onnxruntime as ort
+
+    detector = BoxFromMask(Cluttered())
+    expected = torch.tensor([[8 / 32 * 2 - 1, 8 / 32 * 2 - 1, 24 / 32 * 2 - 1, 16 / 32 * 2 - 1]] * 2)
+    assert torch.allclose(detector(torch.zeros(2, 3, 32, 32)), expected)
+    assert torch.allclose(boxes_from_mask_logits(Cluttered()(torch.zeros(1, 3, 32, 32)), blob=False),
+                          torch.tensor([[-0.5, -0.5, 1.0, 1.0]]))  # every pixel of the class: clutter too
+    torch.onnx.export(detector, (torch.zeros(2, 3, 32, 32),), tmp_path / "d.onnx", input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}}, dynamo=False)
+    (boxes,) = ort.InferenceSession(str(tmp_path / "d.onnx")).run(None, {"x": np.zeros((3, 3, 32, 32), np.float32)})
+    assert np.allclose(boxes, expected[:1].numpy())
 
 
 def test_warp_pair_moves_masks_with_their_photos() -> None:
