@@ -239,6 +239,25 @@ class NamedByClassifier(nn.Module):
         return self.masks(x, picture=picture)
 
 
+class OneObject(nn.Module):
+    """Mask logits with an object in every picture, as every bbc1k picture
+    holds one: where the segmenter's mask would be empty (no pixel's object
+    logit above the background's), the object logits are raised until the
+    most object-like pixel's are ``margin`` above the background's, so the
+    mask is that pixel and those within ``margin`` of it. Masks that hold
+    an object are left as they are."""
+
+    def __init__(self, net: nn.Module, margin: float = 1.0):
+        super().__init__()
+        self.net, self.margin = net, margin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.net(x)
+        surest = (logits[:, 1:].amax(1) - logits[:, 0]).amax((1, 2))        # N
+        lift = torch.where(surest > 0, torch.zeros_like(surest), self.margin - surest)[:, None, None, None]
+        return torch.cat([logits[:, :1], logits[:, 1:] + lift], 1)
+
+
 def extent(present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """First and last index where ``present`` (N x L, 0/1 floats) is 1, as
     edges scaled to -1..1 (the first pixel's left edge, the last one's right)."""

@@ -47,7 +47,9 @@ The data is a bbc1k dataset (images/, masks/, classification_labels.csv; see
 README). The model is written in the bbc1k model format, task ``segment``,
 classes in mask order; :func:`export_detector` also writes a ``detect`` model
 whose box is the tight box of the main object's predicted pixels that
-make up one blob (:func:`bbc1k.nets.boxes_from_mask_logits`).
+make up one blob (:func:`bbc1k.nets.boxes_from_mask_logits`). Both hold an
+object in every picture (:class:`bbc1k.nets.OneObject`): where the mask
+would be empty, the segmenter's most object-like pixels make it.
 """
 from __future__ import annotations
 
@@ -67,8 +69,8 @@ from bbc1k.export import export_onnx
 from bbc1k.folders import check_classes
 from bbc1k.layout import MASK_CLASSES
 from bbc1k.modelmeta import PHOTO_MEAN, PHOTO_STD, ModelMeta, OutputSpec
-from bbc1k.nets import (WHITEN_IMAGES, BoxFromMask, MaskFlipAverage, NamedByClassifier, UNet, box_iou, tight_boxes,
-                        whiten_first_conv)
+from bbc1k.nets import (WHITEN_IMAGES, BoxFromMask, MaskFlipAverage, NamedByClassifier, OneObject, UNet, box_iou,
+                        tight_boxes, whiten_first_conv)
 from bbc1k.train import checkpoint, distributed
 from bbc1k.train.augment import Augment, draw_indices, warp_pair
 from bbc1k.train.data import DatasetError, find_images, load_images, load_segmentation_set, stratified_split
@@ -316,7 +318,7 @@ def export(result: SegResult, rec: SegRecipe, out_dir: str | Path, name: str) ->
                      outputs=[{"name": "mask", "kind": "mask_logits", "shape": ["N", len(result.classes), h, w]}],
                      extra=facts)
     net = result.segmenter if result.segmenter is not None else result.model
-    return export_onnx(net.float().cpu(), meta, Path(out_dir) / f"{name}.onnx", torch.rand(2, 3, h, w))
+    return export_onnx(OneObject(net.float().cpu()), meta, Path(out_dir) / f"{name}.onnx", torch.rand(2, 3, h, w))
 
 
 def export_detector(result: SegResult, rec: SegRecipe, out_dir: str | Path, name: str) -> Path:
@@ -332,4 +334,4 @@ def export_detector(result: SegResult, rec: SegRecipe, out_dir: str | Path, name
                             "box_iou": _measured(result.box_iou, result), "epochs_run": result.epochs_run,
                             "trainer": TRAINER})
     sample = result.sample if result.sample is not None else torch.rand(2, 3, h, w)
-    return export_onnx(BoxFromMask(result.model.float().cpu()), meta, Path(out_dir) / f"{name}.onnx", sample)
+    return export_onnx(BoxFromMask(OneObject(result.model.float().cpu())), meta, Path(out_dir) / f"{name}.onnx", sample)

@@ -11,7 +11,7 @@ from torch import nn
 from bbc1k import nets
 
 CLASSES = ["ResNet9", "UNet", "Residual", "Scale", "FlipAverage", "MaskFlipAverage", "BoxFromMask",
-           "NamedByClassifier"]
+           "NamedByClassifier", "OneObject"]
 
 
 @pytest.mark.parametrize("name", CLASSES)

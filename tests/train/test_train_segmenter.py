@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from bbc1k.nets import BoxFromMask, box_iou, boxes_from_mask_logits, main_blob, tight_boxes
+from bbc1k.nets import BoxFromMask, OneObject, box_iou, boxes_from_mask_logits, main_blob, tight_boxes
 from bbc1k.train.augment import Augment, warp_pair
 from bbc1k.train.cli import segmenter_main
 
@@ -118,6 +118,31 @@ def test_box_from_mask_leaves_out_far_pieces_of_the_main_class(tmp_path: Path) -
                       dynamic_axes={"x": {0: "n"}}, dynamo=False)
     (boxes,) = ort.InferenceSession(str(tmp_path / "d.onnx")).run(None, {"x": np.zeros((3, 3, 32, 32), np.float32)})
     assert np.allclose(boxes, expected[:1].numpy())
+
+
+class Unsure(nn.Module):
+    """Mask logits: picture 0 holds a ball (2); in picture 1 no pixel beats the
+    background, a cylinder-like (3) patch comes closest, a ball-like pixel next."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(x.shape[0], 4, 8, 8)
+        logits[:, 0] = 2.0
+        logits[0, 2, 1:3, 1:4] = 4.0
+        logits[1, 3, 4:6, 4:6] = 1.5
+        logits[1, 3, 4, 4] = 1.8
+        logits[1, 2, 0, 0] = 0.5
+        return logits
+
+
+def test_one_object_fills_an_empty_mask_with_its_most_object_like_pixels() -> None:
+    x = torch.zeros(2, 3, 8, 8)
+    logits = OneObject(Unsure())(x)
+    assert torch.equal(logits[0], Unsure()(x)[0])        # an object already: unchanged
+    mask = logits.argmax(1)
+    expected = torch.zeros(8, 8, dtype=torch.long)
+    expected[4:6, 4:6] = 3                                 # within one logit of the surest pixel
+    assert torch.equal(mask[1], expected)
+    assert torch.allclose(BoxFromMask(OneObject(Unsure()))(x)[1], torch.tensor([0.0, 0.0, 0.5, 0.5]))
 
 
 def test_warp_pair_moves_masks_with_their_photos() -> None:
