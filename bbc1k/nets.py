@@ -317,8 +317,8 @@ def boxes_from_mask_logits(logits: torch.Tensor, blob: bool = True) -> torch.Ten
     probs = torch.softmax(logits, 1)
     main = probs[:, 1:].sum((2, 3)).argmax(1) + 1                       # N
     obj = (logits.argmax(1) == main[:, None, None]).float()
-    if blob:
-        obj = main_blob(obj, probs.gather(1, main[:, None, None, None].expand(-1, 1, *probs.shape[2:]))[:, 0])
+    if blob:  # on the main class's pixels, their largest probability is the main class's
+        obj = main_blob(obj, probs.amax(1))
     return tight_boxes(obj)
 
 
