@@ -145,6 +145,24 @@ def test_one_object_fills_an_empty_mask_with_its_most_object_like_pixels() -> No
     assert torch.allclose(BoxFromMask(OneObject(Unsure()))(x)[1], torch.tensor([0.0, 0.0, 0.5, 0.5]))
 
 
+def test_validation_measures_the_networks_the_exports_write(synthetic_dataset: Path, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from bbc1k.train.segmenter import SegRecipe, export, export_detector, train
+
+    rec = SegRecipe(size=(32, 48), width=4, batch_size=4, epochs=1)
+    result = train(synthetic_dataset, rec, log=False)
+    assert isinstance(result.model, OneObject) and isinstance(result.segmenter, OneObject)
+    x = result.sample
+    with torch.no_grad():
+        masks, boxes = result.segmenter(x).numpy(), BoxFromMask(result.model)(x).numpy()
+    for path, validated in [(export(result, rec, tmp_path, "seg"), masks),
+                            (export_detector(result, rec, tmp_path, "det"), boxes)]:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        (written,) = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
+        assert np.allclose(written, validated, atol=1e-4)
+
+
 def test_warp_pair_moves_masks_with_their_photos() -> None:
     torch.manual_seed(0)
     x = torch.zeros(4, 3, 40, 40)
