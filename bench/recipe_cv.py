@@ -17,9 +17,11 @@ with test-time crops that shift (the mean over the whole photo and
 ``--shift-crops`` crops of 90% of its side, each with its mirror), beside
 the exported flip average, and at larger test inputs (``--test-scales``:
 random-resized crops show objects larger in training than a whole photo
-shows them, which a larger test input makes up for), so those levers are
-measured on the same models. Figures, not pass/fail: take them on
-a quiet machine, since the time budget turns a busy machine into fewer epochs.
+shows them, which a larger test input makes up for), and with two closer
+looks at the photo (``--zoom-crops``: crops with full detail around where the
+class map peaks and in the centre), so those levers are measured on the same
+models. Figures, not pass/fail: take them on a quiet machine, since the time
+budget turns a busy machine into fewer epochs.
 """
 from __future__ import annotations
 
@@ -80,6 +82,41 @@ def shifted_crops_accuracy(model: torch.nn.Module, data_dir: Path, recipe: Recip
     return float((logits.argmax(1).cpu() == y).float().mean())
 
 
+def zoomed_crops_accuracy(model: torch.nn.Module, data_dir: Path, recipe: Recipe, side: float) -> float:
+    """Accuracy of ``model`` on the fold's validation photos when its logits
+    are averaged over the whole photo and two closer looks, crops of ``side``
+    of its width and height taken from the photo at twice the input size (so
+    with full detail): one centred where the network's class map (of the
+    classes the whole photo suggests, weighted by their probability) peaks,
+    one in the centre. The network is the model's (first) ResNet-9."""
+    from bbc1k.nets import ResNet9
+
+    net = next(m for m in model.modules() if isinstance(m, ResNet9))
+    x, y = valid_photos(data_dir, recipe, recipe.size)
+    big, _ = valid_photos(data_dir, recipe, (2 * recipe.size[0], 2 * recipe.size[1]))
+    device = next(model.parameters()).device
+    norm = Normalise.photos(device)
+    x, big = norm(x.to(device)), big.to(device)
+    with torch.no_grad():
+        whole = model(x)
+        features = x
+        for layer in list(net)[:-4]:  # up to the global pooling, linear layer and scale
+            features = layer(features)
+        cam = torch.einsum("nchw,kc,nk->nhw", features, net[-2].weight, whole.softmax(1))
+        h, w = cam.shape[1:]
+        peak = cam.flatten(1).argmax(1)
+        centres = [torch.stack([(peak % w + 0.5) / w, (peak // w + 0.5) / h], 1) * 2 - 1,  # (x, y) in -1..1
+                   torch.zeros(len(x), 2, device=device)]
+        logits = whole
+        for centre in centres:
+            theta = torch.zeros(len(x), 2, 3, device=device)
+            theta[:, 0, 0] = theta[:, 1, 1] = side
+            theta[:, :, 2] = centre.clamp(-(1 - side), 1 - side)
+            grid = F.affine_grid(theta, [len(x), 3, *recipe.size], align_corners=False)
+            logits = logits + model(norm(F.grid_sample(big, grid, align_corners=False)))
+    return float((logits.argmax(1).cpu() == y).float().mean())
+
+
 def parse_sets(pairs: list[str]) -> dict:
     """``["name=value", ...]`` -> Recipe fields; a value is a Python literal or a
     plain word; ``augment.NAME=VALUE`` changes a field of the recipe's Augment."""
@@ -116,13 +153,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="also score each model on photos S times its input size (default 1.15 1.3)")
     ap.add_argument("--shift-crops", type=int, default=4, choices=range(0, 6), metavar="N",
                     help="test-time crops beside the whole photo (0-5; default 4, the corners)")
+    ap.add_argument("--zoom-crops", type=float, default=None, metavar="SIDE",
+                    help="also score each model with two closer looks (crops of SIDE of the photo, at twice "
+                         "the input size): where its class map peaks and in the centre")
     args = ap.parse_args(argv)
     data_dir = photos_dir(args.photos)
     changes = parse_sets(args.set)
     sys.stdout.reconfigure(line_buffering=True)
     print(f"recipe changes: {changes or 'none'}; {args.folds} folds, split seed {args.split_seed}; {load_note()}")
 
-    accs, shifted = [], []
+    accs, shifted, zoomed = [], [], []
     scaled: dict[float, list[float]] = {s: [] for s in args.test_scales}
     for k in args.only if args.only is not None else range(args.folds):
         recipe = Recipe(**{**changes, "fold": k, "folds": args.folds, "split_seed": args.split_seed,
@@ -135,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         for s in args.test_scales:
             scaled[s].append(scaled_input_accuracy(result.model, data_dir, recipe, s))
         at_scales = "".join(f"at {s}x the input: {v[-1]:.1%}; " for s, v in scaled.items())
+        if args.zoom_crops:
+            zoomed.append(zoomed_crops_accuracy(result.model, data_dir, recipe, args.zoom_crops))
+            at_scales += f"with closer looks too: {zoomed[-1]:.1%}; "
         print(f"fold {k}: {result.valid_acc:.1%} of {result.n_valid} photos (with {args.shift_crops} shifted "
               f"crops too: {shifted[-1]:.1%}; {at_scales}trained on {result.n_train}; "
               f"{result.epochs_run} epochs, {result.train_seconds:.0f} s training, {wall:.0f} s in all "
@@ -144,12 +187,15 @@ def main(argv: list[str] | None = None) -> int:
                 f.write(json.dumps({"changes": repr(changes), "fold": k, "acc": result.valid_acc,
                                     "acc_shifted_crops": shifted[-1],
                                     "acc_scaled": {str(s): v[-1] for s, v in scaled.items()},
+                                    "acc_zoomed": zoomed[-1] if zoomed else None,
                                     "epochs": result.epochs_run, "train_s": result.train_seconds,
                                     "wall_s": wall, "load": load_note()}) + "\n")
     print(f"\n{len(accs)} folds: {spread(accs)} (changes: {changes or 'none'}); {load_note()}")
     print(f"with {args.shift_crops} shifted crops too: {spread(shifted)}")
     for s, v in scaled.items():
         print(f"at {s}x the input size: {spread(v)}")
+    if zoomed:
+        print(f"with two closer looks ({args.zoom_crops} of the side) too: {spread(zoomed)}")
     return 0
 
 
