@@ -84,7 +84,7 @@ class Recipe:
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
     warmup: float = 0.25               # fraction of training spent raising the learning rate
-    tta: bool = True                   # + closer looks at 2x detail: +0.3 points in CV (bench.recipe_cv --zoom-crops)
+    tta: bool = True                   # mirror averaged in; closer looks too (bench.recipe_cv --zoom-crops): +0.3 pt
     # Not used by default (bench.recipe_sweep, H100, 3 seeds): cutmix lost 3 points, mixup 0.6, EMA 0.3.
     mix: str = "none"                  # "mixup" or "cutmix": train on blends of two photos; "none"
     mix_alpha: float = 1.0             # the blend weight is drawn from Beta(mix_alpha, mix_alpha)
