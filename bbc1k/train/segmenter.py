@@ -321,8 +321,7 @@ def export(result: SegResult, rec: SegRecipe, out_dir: str | Path, name: str) ->
                      mean=list(PHOTO_MEAN), std=list(PHOTO_STD), resize="squish",
                      outputs=[{"name": "mask", "kind": "mask_logits", "shape": ["N", len(result.classes), h, w]}],
                      extra=facts)
-    net = result.segmenter if result.segmenter is not None else result.model
-    return export_onnx(net.float().cpu(), meta, Path(out_dir) / f"{name}.onnx", torch.rand(2, 3, h, w))
+    return export_onnx(result.segmenter.float().cpu(), meta, Path(out_dir) / f"{name}.onnx", torch.rand(2, 3, h, w))
 
 
 def export_detector(result: SegResult, rec: SegRecipe, out_dir: str | Path, name: str) -> Path:
