@@ -73,6 +73,15 @@ class ResNet9(nn.Sequential):
             nn.Linear(8 * w, n_classes, bias=False), Scale(0.125),
         )
 
+    def class_map(self, x: torch.Tensor) -> torch.Tensor:
+        """Each class's score at each cell of the last feature map (N x classes x h x w): the
+        final linear layer on each cell's features instead of on their channel-wise maximum,
+        which says where the picture shows a class (on a 1 x 1 map, the logits themselves)."""
+        features = x
+        for layer in list(self)[:-4]:  # up to the global pooling, flattening, linear layer and scale
+            features = layer(features)
+        return torch.einsum("nchw,kc->nkhw", features, self[-2].weight) * self[-1].factor
+
 
 WHITEN_IMAGES = 256
 """How many training images :func:`whiten_first_conv` reads patches from (enough for a stable covariance)."""

@@ -99,10 +99,7 @@ def zoomed_crops_accuracy(model: torch.nn.Module, data_dir: Path, recipe: Recipe
     x, big = norm(x.to(device)), big.to(device)
     with torch.no_grad():
         whole = model(x)
-        features = x
-        for layer in list(net)[:-4]:  # up to the global pooling, linear layer and scale
-            features = layer(features)
-        cam = torch.einsum("nchw,kc,nk->nhw", features, net[-2].weight, whole.softmax(1))
+        cam = torch.einsum("nkhw,nk->nhw", net.class_map(x), whole.softmax(1))
         h, w = cam.shape[1:]
         peak = cam.flatten(1).argmax(1)
         centres = [torch.stack([(peak % w + 0.5) / w, (peak // w + 0.5) / h], 1) * 2 - 1,  # (x, y) in -1..1

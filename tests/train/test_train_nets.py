@@ -27,6 +27,20 @@ def test_resnet9_gives_class_logits_and_unet_mask_logits() -> None:
     assert nets.UNet(4, width=4)(torch.rand(2, 3, 16, 24)).shape == (2, 4, 16, 24)
 
 
+def test_resnet9_class_map_is_the_logits_on_a_one_cell_map_and_locates_a_class() -> None:
+    torch.manual_seed(0)
+    net = nets.ResNet9(3, width=8).eval()
+    with torch.no_grad():
+        one_cell = torch.randn(2, 3, 16, 16)  # four 2x poolings: a 1 x 1 map
+        assert torch.allclose(net.class_map(one_cell)[:, :, 0, 0], net(one_cell), atol=1e-5)
+        x = torch.randn(2, 3, 64, 96)
+        cells = net.class_map(x)
+        assert cells.shape == (2, 3, 4, 6)
+        # each cell's scores are the network's logits for the features of that cell alone
+        body, ending = nn.Sequential(*list(net)[:-4]), nn.Sequential(*list(net)[-4:])
+        assert torch.allclose(cells[:, :, 1, 2], ending(body(x)[:, :, 1:2, 2:3]), atol=1e-5)
+
+
 def test_unet_with_an_image_head_gives_every_object_pixel_the_picture_s_class() -> None:
     torch.manual_seed(0)
     net = nets.UNet(4, width=4, image_head=True)
