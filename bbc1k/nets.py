@@ -66,6 +66,8 @@ class ResNet9(nn.Sequential):
         w = width
         super().__init__(
             conv_bn(3, w, pool=True),                            # stride 2 early: cheap at full resolution
+            # (wider, 24 whitened filters of 3x3 or 2x2 patches, folds 0-1 of bench.recipe_cv at 240 s:
+            # 90.8%, 91.7% and 90.0%, 92.5%; 16 of 3x3: 93.3%, and 94.2% or 91.7% over two sessions)
             conv_bn(w, 2 * w, pool=True), Residual(2 * w),
             conv_bn(2 * w, 4 * w, pool=True),
             conv_bn(4 * w, 8 * w, pool=True), Residual(8 * w),
