@@ -88,12 +88,14 @@ def zoomed_crops_accuracy(model: torch.nn.Module, data_dir: Path, recipe: Recipe
     of its width and height taken from the photo at twice the input size (so
     with full detail): one centred where the network's class map (of the
     classes the whole photo suggests, weighted by their probability) peaks,
-    one in the centre. The network is the model's (first) ResNet-9."""
+    one in the centre. The network is the model's (first) ResNet-9. Photo and
+    crops are given at the size the model is validated at (:func:`test_size`)."""
     from bbc1k.nets import ResNet9
 
     net = next(m for m in model.modules() if isinstance(m, ResNet9))
-    x, y = valid_photos(data_dir, recipe, recipe.size)
-    big, _ = valid_photos(data_dir, recipe, (2 * recipe.size[0], 2 * recipe.size[1]))
+    size = test_size(recipe)
+    x, y = valid_photos(data_dir, recipe, size)
+    big, _ = valid_photos(data_dir, recipe, (2 * size[0], 2 * size[1]))
     device = next(model.parameters()).device
     norm = Normalise.photos(device)
     x, big = norm(x.to(device)), big.to(device)
@@ -109,7 +111,7 @@ def zoomed_crops_accuracy(model: torch.nn.Module, data_dir: Path, recipe: Recipe
             theta = torch.zeros(len(x), 2, 3, device=device)
             theta[:, 0, 0] = theta[:, 1, 1] = side
             theta[:, :, 2] = centre.clamp(-(1 - side), 1 - side)
-            grid = F.affine_grid(theta, [len(x), 3, *recipe.size], align_corners=False)
+            grid = F.affine_grid(theta, [len(x), 3, *size], align_corners=False)
             logits = logits + model(norm(F.grid_sample(big, grid, align_corners=False)))
     return float((logits.argmax(1).cpu() == y).float().mean())
 
